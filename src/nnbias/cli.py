@@ -1,0 +1,242 @@
+"""The ``nnbias`` command line: a thin wrapper over the Python API.
+
+Every command takes ``--json`` to print its result as one JSON document on
+stdout (progress and logs go to stderr). Bad input is one line on stderr
+naming the value and what is allowed, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from nnbias.errors import NNBiasError, check_choice, check_int
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Put theories of neural-network generalisation to empirical test.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures beside same-run baselines).")
+app.add_typer(bench_app, name="bench")
+
+JSON = typer.Option(False, "--json", help="Print the result as one JSON document on stdout.")
+STORE = typer.Option(None, "--store", help="DuckDB results file [default: $NNBIAS_STORE or "
+                     "./nnbias-results/nnbias.duckdb].")
+
+
+def parse_count(name: str, text: str, minimum: int = 1) -> int:
+    """'1000000', '1e6' or '10**6' style counts; anything else is one clear error."""
+    try:
+        value: Any = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise NNBiasError(f"{name}={text!r} is not allowed; expected a whole number "
+                          f">= {minimum} (e.g. 1000000 or 1e6)") from None
+    return check_int(name, value, minimum=minimum)
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """'40,40' -> (40, 40); '' or 'none' -> () (a perceptron)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise NNBiasError(f"hidden={text!r} is not allowed; expected comma-separated widths "
+                          "such as 40,40 (or 'none')") from None
+    for w in widths:
+        check_int("width", w, minimum=1)
+    return widths
+
+
+def emit(result: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=_jsonable) + "\n")
+    else:
+        typer.echo(human)
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return json.loads(obj.to_json(orient="records"))
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def _executor(kind: str, workers: int | None, scheduler: str | None):
+    from nnbias.executor import make_executor
+
+    check_choice("executor", kind, ("threads", "dask"))
+    return make_executor(kind, workers, scheduler)
+
+
+def _spec(inputs: int, hidden: str, activation: str, prior: str, sigma_w: float, sigma_b: float,
+          bias: bool, encoding: str):
+    from nnbias.spec import NetworkSpec
+    from nnbias.tasks.boolean import check_n_bits
+
+    return NetworkSpec(check_n_bits(inputs), parse_widths(hidden), activation, bias, prior,
+                       sigma_w, sigma_b, encoding)
+
+
+@app.command()
+def pfmap(
+    inputs: int = typer.Option(7, "--inputs", "-n", help="Number of Boolean inputs n (1..10)."),
+    hidden: str = typer.Option("40,40", help="Hidden widths, comma-separated; 'none' = perceptron."),
+    activation: str = typer.Option("relu", help="relu, tanh, erf, sign, step or linear."),
+    prior: str = typer.Option("gaussian", help="gaussian or uniform."),
+    sigma_w: float = typer.Option(1.0, help="Weight scale: weights ~ N(0, sigma_w^2/fan_in)."),
+    sigma_b: float = typer.Option(1.0, help="Bias scale: biases ~ N(0, sigma_b^2)."),
+    bias: bool = typer.Option(True, "--bias/--no-bias"),
+    encoding: str = typer.Option("01", help="Input encoding: 01 or pm1."),
+    samples: str = typer.Option("1e6", help="Number of networks to sample."),
+    seed: int = typer.Option(0, help="Run seed; chunk i draws from a seed derived from (seed, i)."),
+    chunk_size: str = typer.Option("65536", help="Networks per chunk (the unit of resumption)."),
+    theorem_samples: str = typer.Option("2e5", help="Samples per T-uniformity variant."),
+    exact_samples: str = typer.Option("2e5", help="Samples for the exact-volume check."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    executor: str = typer.Option("threads", help="threads (this process) or dask."),
+    workers: int = typer.Option(None, help="Threads or local Dask workers [default: all cores]."),
+    scheduler: str = typer.Option(None, help="Address of a running Dask scheduler."),
+    top: int = typer.Option(20, help="Rows in the table of most frequent functions."),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/pfmap"), help="Folder for figures."),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """P(f) of random networks on Boolean inputs, its complexity, and the T-uniformity theorem."""
+    from nnbias.experiments.pfmap import PfmapSettings, run_pfmap
+    from nnbias.experiments.sampling import SamplingConfig
+    from nnbias.store import Store
+
+    spec = _spec(inputs, hidden, activation, prior, sigma_w, sigma_b, bias, encoding)
+    cfg = SamplingConfig(spec, parse_count("samples", samples), seed,
+                         parse_count("chunk_size", chunk_size), device=device)
+    settings = PfmapSettings(cfg, parse_count("theorem_samples", theorem_samples),
+                             parse_count("exact_samples", exact_samples), check_int("top", top, minimum=1))
+    ex = _executor(executor, workers, scheduler)
+    try:
+        with Store(store) as st:
+            result = run_pfmap(st, settings, out, ex, quiet)
+    finally:
+        getattr(ex, "close", lambda: None)()
+    top_rows = result["top"][["truth_table", "count", "p", "p_lo", "p_hi", "lz", "entropy"]]
+    human = (f"{result['samples']:,} samples, {result['distinct_functions']:,} distinct functions "
+             f"(run {result['run_id']})\n{top_rows.to_string(index=False)}\n\n"
+             + "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
+                         for c in result["claims"]))
+    emit(result, as_json, human)
+
+
+@app.command()
+def volumes(
+    inputs: int = typer.Option(2, "--inputs", "-n", help="Number of inputs (1..3)."),
+    prior: str = typer.Option("uniform", help="uniform (cube: exact rationals) or gaussian."),
+    bias: bool = typer.Option(True, "--bias/--no-bias"),
+    sigma_w: float = typer.Option(1.0, help="Gaussian prior: weights ~ N(0, sigma_w^2/n)."),
+    sigma_b: float = typer.Option(1.0, help="Gaussian prior: bias ~ N(0, sigma_b^2)."),
+    encoding: str = typer.Option("01", help="01 or pm1."),
+    as_json: bool = JSON,
+) -> None:
+    """Exact P(f) of every function a small perceptron computes."""
+    from nnbias.engines.volumes import MAX_VOLUME_INPUTS, exact_volumes, method_name
+    from nnbias.spec import NetworkSpec
+
+    check_int("inputs", inputs, minimum=1, maximum=MAX_VOLUME_INPUTS)
+    check_choice("prior", prior, ("uniform", "gaussian"))
+    if prior == "uniform":  # weights and bias uniform on one cube [-1, 1]
+        sigma_w, sigma_b = 1.0, 1 / math.sqrt(inputs)
+    spec = NetworkSpec(inputs, (), "step", bias, prior, sigma_w, sigma_b, encoding)
+    vols = exact_volumes(spec)
+    rows = [{"truth_table": v.truth_table, "probability": v.probability,
+             **({"exact": str(v.exact)} if v.exact is not None else {})} for v in vols]
+    result = {"inputs": inputs, "prior": prior, "bias": bias, "encoding": encoding,
+              "method": method_name(spec), "functions": rows,
+              "nonzero": sum(v.probability > 0 for v in vols),
+              "total_probability": sum(v.probability for v in vols)}
+    lines = [f"{r['truth_table']}  {r.get('exact', ''):>10}  {r['probability']:.9f}"
+             for r in rows if r["probability"] > 0]
+    emit(result, as_json, f"method: {result['method']}\n" + "\n".join(lines)
+         + f"\n{result['nonzero']} functions with non-zero volume; "
+           f"{2 ** 2 ** inputs - result['nonzero']} with volume 0")
+
+
+@app.command()
+def runs(store: Path = STORE, as_json: bool = JSON) -> None:
+    """List the runs in the results store."""
+    from nnbias.store import Store
+
+    with Store(store, read_only=True) as st:
+        frame = st.runs()
+    emit(frame, as_json, frame.drop(columns=["config"]).to_string(index=False)
+         if len(frame) else "no runs yet")
+
+
+@app.command()
+def reproduce(
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results"), help="Folder for the report and figures."),
+    samples: str = typer.Option("1e6", help="Networks for the main P(f) run."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    executor: str = typer.Option("threads", help="threads or dask."),
+    workers: int = typer.Option(None),
+    scheduler: str = typer.Option(None),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run every experiment at a small default scale and write an HTML report."""
+    from nnbias.experiments.pfmap import default_settings
+    from nnbias.experiments.reproduce import reproduce as run
+    from nnbias.store import Store
+
+    settings = default_settings(parse_count("samples", samples), seed=seed, device=device)
+    ex = _executor(executor, workers, scheduler)
+    try:
+        with Store(store) as st:
+            result = run(st, out, settings, ex, quiet)
+    finally:
+        getattr(ex, "close", lambda: None)()
+    emit({"report": result["report"], "claims": result["claims"]}, as_json,
+         "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
+                   for c in result["claims"]) + f"\nreport: {result['report']}")
+
+
+@bench_app.command("pfmap")
+def bench_pfmap_cmd(
+    samples: str = typer.Option("524288", help="Networks for the batched engine."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    workers: int = typer.Option(None, help="Threads [default: all cores]."),
+    as_json: bool = JSON,
+) -> None:
+    """Networks/s of the batched sampler beside a per-network loop and dense-matmul throughput."""
+    from nnbias.bench import bench_pfmap
+    from nnbias.experiments.sampling import check_device
+
+    r = bench_pfmap(parse_count("samples", samples), workers=workers, device=check_device(device))
+    emit(r, as_json, "\n".join([
+        f"network: {r['network']} on all 128 inputs, device {r['device']}, {r['workers']} workers",
+        f"batched engine        {r['batched_nets_per_s']:>12,.0f} nets/s",
+        f"per-network loop      {r['loop_nets_per_s']:>12,.0f} nets/s   "
+        f"ratio {r['speedup_vs_loop']:.1f}x",
+        f"nn.Module re-init     {r['module_loop_nets_per_s']:>12,.0f} nets/s   "
+        f"ratio {r['speedup_vs_module_loop']:.1f}x",
+        f"dense matmul          {r['dense_matmul_gflops']:>12.1f} GFLOP/s; sampler does "
+        f"{r['sampler_effective_gflops']:.1f} GFLOP/s = {r['fraction_of_matmul_peak']:.2f} of it",
+        f"1e8 samples would take {r['hours_for_1e8'] * 60:.1f} min"]))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except NNBiasError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""Engines: the faces of a network spec (batched sampler, exact volumes, ...)."""

@@ -1,0 +1,1 @@
+"""Estimators: turn counts into probabilities with honest error bars."""

@@ -1,0 +1,125 @@
+"""Run independent chunks of work in-process (threads) or on a Dask cluster.
+
+The executor only moves work and results: each chunk is a pure function of
+its index (its seed is derived from the run seed and the index), and the
+caller commits each finished chunk to the store from this process, the only
+writer. So the result of a run is the same with 1 thread, N threads or N Dask
+workers, and a resumed run simply leaves out the chunks already marked done.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nnbias.errors import NNBiasError, check_int
+
+
+def _single_threaded(fn: Callable[[int], Any], chunk: int) -> Any:
+    """Run one chunk with one intra-op thread: parallelism comes from running chunks side by side."""
+    torch.set_num_threads(1)
+    return fn(chunk)
+
+
+class LocalExecutor:
+    """Chunks on a pool of threads in this process (torch releases the GIL in its kernels)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
+
+    def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        todo = iter(chunks)
+        threads = torch.get_num_threads()  # workers set 1 thread each; restore afterwards
+        with ThreadPoolExecutor(self.workers) as pool:
+            running = {}
+            while True:
+                while len(running) < 2 * self.workers:
+                    chunk = next(todo, None)
+                    if chunk is None:
+                        break
+                    running[pool.submit(_single_threaded, fn, chunk)] = chunk
+                if not running:
+                    torch.set_num_threads(threads)
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield running.pop(fut), fut.result()
+
+
+class DaskExecutor:
+    """Chunks on a Dask cluster: a scheduler address, or a local cluster of ``workers`` processes."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        from distributed import Client, LocalCluster
+
+        if address:
+            try:
+                self.client = Client(address, timeout="10s")
+            except OSError as e:
+                raise NNBiasError(f"dask scheduler {address!r} cannot be reached ({e}); "
+                                  "give the address printed by `dask scheduler`") from e
+            self.cluster = None
+        else:
+            n = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+
+    def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        from distributed import as_completed
+
+        todo = iter(chunks)
+        window = 2 * max(1, len(self.client.scheduler_info()["workers"]))
+        futures = as_completed()
+        owner = {}
+        for chunk in todo:
+            fut = self.client.submit(_single_threaded, fn, chunk, pure=False)
+            owner[fut.key] = chunk
+            futures.add(fut)
+            if futures.count() >= window:
+                break
+        for fut in futures:
+            yield owner.pop(fut.key), fut.result()
+            fut.release()
+            chunk = next(todo, None)
+            if chunk is not None:
+                nxt = self.client.submit(_single_threaded, fn, chunk, pure=False)
+                owner[nxt.key] = chunk
+                futures.add(nxt)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(kind: str = "threads", workers: int | None = None,
+                  address: str | None = None) -> LocalExecutor | DaskExecutor:
+    """``threads`` (default), or ``dask`` (local cluster, or ``address`` of a running scheduler)."""
+    if kind == "threads":
+        return LocalExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor(address, workers)
+    raise NNBiasError(f"executor={kind!r} is not allowed; choose one of ['threads', 'dask']")
+
+
+def run_chunks(executor: LocalExecutor | DaskExecutor, fn: Callable[[int], Any],
+               chunks: list[int], commit: Callable[[int, Any], None], label: str,
+               quiet: bool = False) -> None:
+    """Run ``fn`` on every chunk and ``commit`` each result here, with a progress bar on stderr."""
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet or not chunks) as bar:
+        task = bar.add_task(label, total=len(chunks))
+        for chunk, result in executor.map_unordered(fn, chunks):
+            commit(chunk, result)
+            bar.advance(task)

@@ -1,0 +1,1 @@
+"""Experiments: each wires engines, estimators and measures together for one claim."""

@@ -1,0 +1,89 @@
+"""Resumable sampling runs of the parameter-function map, stored in the results store.
+
+Shared by every experiment that needs P(f): the main pfmap run, the theorem
+check's variants and the exact-volume comparison are all such runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nnbias.engines.sampler import FunctionCounts, sample_chunk
+from nnbias.errors import NNBiasError, check_choice, check_int
+from nnbias.executor import LocalExecutor, run_chunks
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+from nnbias.tasks.boolean import check_n_bits, packed_to_strings
+
+DEFAULT_CHUNK = 2**16
+DEFAULT_BATCH = 256
+
+
+def check_device(device: str) -> str:
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NNBiasError("device='cuda' is not allowed here: no CUDA GPU is visible; use 'cpu'")
+    return device
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """What a sampling run is: the same config (and seed) always gives the same counts."""
+
+    spec: NetworkSpec
+    samples: int
+    seed: int = 0
+    chunk_size: int = DEFAULT_CHUNK
+    batch: int = DEFAULT_BATCH
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_n_bits(self.spec.input_dim)
+        object.__setattr__(self, "samples", check_int("samples", self.samples, minimum=1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        object.__setattr__(self, "chunk_size", check_int("chunk_size", self.chunk_size, minimum=1))
+        object.__setattr__(self, "batch", check_int("batch", self.batch, minimum=1))
+        check_device(self.device)
+
+    @property
+    def chunks(self) -> list[int]:
+        """Number of networks in each chunk (the last one may be short)."""
+        n = math.ceil(self.samples / self.chunk_size)
+        return [min(self.chunk_size, self.samples - i * self.chunk_size) for i in range(n)]
+
+    def to_dict(self) -> dict[str, Any]:
+        # device and batch change speed, not results (on one device type), but
+        # the random streams differ between CPU and GPU, so device is part of the run.
+        return {"spec": self.spec.to_dict(), "samples": self.samples, "seed": self.seed,
+                "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device}
+
+
+def _chunk_task(config: SamplingConfig, chunk: int) -> FunctionCounts:
+    return sample_chunk(config.spec, config.seed, chunk, config.chunks[chunk],
+                        device=config.device, batch=config.batch)
+
+
+def run_sampling(store: Store, config: SamplingConfig, executor=None, experiment: str = "pfmap",
+                 quiet: bool = False) -> str:
+    """Sample (or finish sampling) the run for ``config``; return its run id.
+
+    Chunks already marked done in the store are skipped, so calling this again
+    after a crash or Ctrl-C finishes the run without redoing or double-counting.
+    """
+    run_id = store.start_run(experiment, config.to_dict(), config.seed)
+    todo = [c for c in range(len(config.chunks)) if c not in store.done_chunks(run_id)]
+    n = config.spec.input_dim
+
+    def commit(chunk: int, result: FunctionCounts) -> None:
+        store.commit_function_chunk(run_id, chunk, n, packed_to_strings(result.tables, n),
+                                    result.counts)
+
+    run_chunks(executor or LocalExecutor(), functools.partial(_chunk_task, config), todo, commit,
+               f"{experiment} {config.spec.describe()}", quiet=quiet)
+    store.finish_run(run_id)
+    return run_id

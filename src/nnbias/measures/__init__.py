@@ -1,0 +1,1 @@
+"""Measures: complexity of functions (and, later, feature movement, kernel distance)."""

@@ -1,0 +1,1 @@
+"""Reports: figures (matplotlib PNG) and the self-contained HTML report."""

@@ -1,0 +1,75 @@
+"""Matplotlib figures of the experiments (PNG, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def rank_frequency(counts: np.ndarray, total: int, label: str, path: Path) -> Path:
+    """P(f) of the functions against their rank, log-log (Zipf-like if biased)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    p = np.sort(counts)[::-1] / total
+    ax.loglog(np.arange(1, len(p) + 1), p, ".", ms=2)
+    ax.set(xlabel="rank", ylabel="P(f)", title=f"Rank-frequency, {total:,} samples\n{label}")
+    return _save(fig, path)
+
+
+def probability_vs_complexity(lz: np.ndarray, p: np.ndarray, bound: tuple[float, float] | None,
+                              floor: float, label: str, path: Path) -> Path:
+    """P(f) against K_LZ(f), with the fitted upper bound 2^(-a K - b)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.semilogy(lz, p, ".", ms=3, alpha=0.4, label="functions seen")
+    ax.axhline(floor, color="grey", lw=0.8, ls=":", label="1 / samples")
+    if bound is not None:
+        a, b = bound
+        ks = np.linspace(lz.min(), lz.max(), 50)
+        ax.semilogy(ks, 2.0 ** (-a * ks - b), "r-", label=f"bound, slope a={a:.3f}")
+    ax.set(xlabel="LZ complexity K(f)", ylabel="P(f)", title=f"P(f) vs complexity\n{label}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ones_histograms(histograms: dict[str, np.ndarray], n: int, path: Path) -> Path:
+    """Distribution of T (inputs mapped to 1) per variant, against the binomial of a uniform prior."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    t = np.arange(2**n + 1)
+    for label, h in histograms.items():
+        ax.step(t, h / h.sum(), where="mid", label=label)
+    ax.plot(t, stats.binom.pmf(t, 2**n, 0.5), "k--", lw=1,
+            label="binomial: uniform prior over functions")
+    ax.axhline(1 / 2**n, color="grey", lw=0.8, ls=":", label="uniform on {0..2^n-1}")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 1)
+    ax.set(xlabel="T = number of inputs mapped to 1", ylabel="P(T)",
+           title=f"Bias towards low entropy, n = {n}")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def exact_vs_sampled(exact: np.ndarray, sampled: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                     labels: list[str], title: str, path: Path) -> Path:
+    """Sampled P(f) with 95 % intervals against the exact volumes."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(labels)), 4))
+    x = np.arange(len(labels))
+    ax.bar(x, exact, color="lightgrey", label="exact")
+    ax.errorbar(x, sampled, yerr=[sampled - lo, hi - sampled], fmt="o", ms=3, color="C3",
+                label="sampled, 95 % CI")
+    ax.set_xticks(x, labels, rotation=90, fontsize=7)
+    ax.set(ylabel="P(f)", title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,192 @@
+"""The results store: one embedded DuckDB file.
+
+Tables (open the file with ``duckdb``, pandas or polars and query them):
+
+* ``runs``: one row per run: id, experiment, full config (JSON), seed,
+  package version, status (running/done), start and end times.
+* ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
+* ``function_counts``: (run_id, n_inputs, truth_table, count): the parameter-
+  function map's counts, summed over finished chunks.
+* ``function_complexity``: (truth_table, lz, entropy, csr, generalisation,
+  expression_size): complexity measures, a cache keyed by the truth table.
+* experiment tables such as ``pfmap_theorem`` (created by the experiment).
+
+A chunk's counts and its done-mark are written in one transaction, so a run
+killed at any moment resumes with exactly the counts of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from nnbias import __version__
+from nnbias.errors import NNBiasError
+
+DEFAULT_STORE = Path("nnbias-results") / "nnbias.duckdb"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, experiment VARCHAR, config JSON, seed BIGINT,
+    version VARCHAR, status VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS chunks (
+    run_id VARCHAR, chunk INTEGER, n_samples BIGINT, PRIMARY KEY (run_id, chunk));
+CREATE TABLE IF NOT EXISTS function_counts (
+    run_id VARCHAR, n_inputs INTEGER, truth_table VARCHAR, count BIGINT,
+    PRIMARY KEY (run_id, truth_table));
+CREATE TABLE IF NOT EXISTS function_complexity (
+    truth_table VARCHAR PRIMARY KEY, lz DOUBLE, entropy DOUBLE, csr DOUBLE,
+    generalisation DOUBLE, expression_size INTEGER);
+"""
+
+
+def default_store_path() -> Path:
+    """``$NNBIAS_STORE`` if set, else ``./nnbias-results/nnbias.duckdb``."""
+    return Path(os.environ.get("NNBIAS_STORE", DEFAULT_STORE))
+
+
+def run_id_for(experiment: str, config: dict[str, Any]) -> str:
+    """Deterministic run id: the same experiment and config resume the same run."""
+    digest = hashlib.sha256(json.dumps([experiment, config], sort_keys=True).encode()).hexdigest()
+    return f"{experiment}-{digest[:12]}"
+
+
+class Store:
+    """A connection to the results file, with the few writes nnbias needs."""
+
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
+        self.path = Path(path) if path is not None else default_store_path()
+        if not read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NNBiasError(f"store path {str(self.path)!r} is not writable: {e.strerror}") from e
+            if not os.access(self.path.parent, os.W_OK):
+                raise NNBiasError(f"store path {str(self.path)!r} is not writable; "
+                                  "choose a directory you can write to")
+        elif not self.path.exists():
+            raise NNBiasError(f"store {str(self.path)!r} does not exist; run an experiment first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as e:
+            first = str(e).splitlines()[0]
+            raise NNBiasError(f"store {str(self.path)!r} cannot be opened as a DuckDB database "
+                              f"({first}); give a .duckdb file or a new path") from e
+        if not read_only:
+            self.con.execute(SCHEMA)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def one(self, sql: str, params: list | dict | None = None) -> tuple | None:
+        """First row of a query, fully fetched (DuckDB >= 2 refuses new work while a result is open)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
+    # runs -------------------------------------------------------------------
+    def start_run(self, experiment: str, config: dict[str, Any], seed: int) -> str:
+        """Create the run for (experiment, config) or reopen it to resume."""
+        run_id = run_id_for(experiment, config)
+        now = dt.datetime.now()
+        if self.one("SELECT 1 FROM runs WHERE run_id = ?", [run_id]) is None:
+            self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
+                             [run_id, experiment, json.dumps(config, sort_keys=True), seed,
+                              __version__, now])
+        return run_id
+
+    def finish_run(self, run_id: str) -> None:
+        self.con.execute("UPDATE runs SET status = 'done', ended_at = ? WHERE run_id = ? "
+                         "AND status <> 'done'", [dt.datetime.now(), run_id])
+
+    def run_status(self, run_id: str) -> str | None:
+        row = self.one("SELECT status FROM runs WHERE run_id = ?", [run_id])
+        return None if row is None else row[0]
+
+    def runs(self) -> pd.DataFrame:
+        return self.con.execute(
+            "SELECT r.run_id, r.experiment, r.status, r.seed, r.version, r.started_at, "
+            "r.ended_at, coalesce(sum(c.n_samples), 0)::BIGINT AS samples, r.config "
+            "FROM runs r LEFT JOIN chunks c USING (run_id) GROUP BY ALL "
+            "ORDER BY r.started_at").df()
+
+    # chunks -----------------------------------------------------------------
+    def done_chunks(self, run_id: str) -> set[int]:
+        rows = self.con.execute("SELECT chunk FROM chunks WHERE run_id = ?", [run_id]).fetchall()
+        return {r[0] for r in rows}
+
+    def commit_function_chunk(self, run_id: str, chunk: int, n_inputs: int,
+                              tables: list[str], counts: np.ndarray) -> None:
+        """Add one chunk's function counts and its done-mark in one transaction."""
+        frame = pd.DataFrame({"truth_table": tables, "count": np.asarray(counts, np.int64)})
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.register("chunk_counts", frame)
+            self.con.execute(
+                "INSERT INTO function_counts SELECT ?, ?, truth_table, count FROM chunk_counts "
+                "ON CONFLICT (run_id, truth_table) DO UPDATE SET count = count + EXCLUDED.count",
+                [run_id, n_inputs])
+            self.con.unregister("chunk_counts")
+            self.con.execute("INSERT INTO chunks VALUES (?, ?, ?)",
+                             [run_id, chunk, int(frame["count"].sum())])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    # queries ----------------------------------------------------------------
+    def function_counts(self, run_id: str, limit: int | None = None) -> pd.DataFrame:
+        sql = ("SELECT truth_table, count FROM function_counts WHERE run_id = ? "
+               "ORDER BY count DESC, truth_table")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.con.execute(sql, [run_id]).df()
+
+    def total_samples(self, run_id: str) -> int:
+        return int(self.one("SELECT coalesce(sum(n_samples), 0) FROM chunks WHERE run_id = ?",
+                            [run_id])[0])
+
+    def cached_complexity(self, tables: list[str]) -> pd.DataFrame:
+        frame = pd.DataFrame({"truth_table": tables})
+        self.con.register("wanted", frame)
+        try:
+            return self.con.execute("SELECT c.* FROM function_complexity c "
+                                    "JOIN wanted USING (truth_table)").df()
+        finally:
+            self.con.unregister("wanted")
+
+    def save_complexity(self, frame: pd.DataFrame) -> None:
+        self.con.register("new_complexity", frame)
+        try:
+            self.con.execute("INSERT OR IGNORE INTO function_complexity "
+                             "SELECT truth_table, lz, entropy, csr, generalisation, expression_size "
+                             "FROM new_complexity")
+        finally:
+            self.con.unregister("new_complexity")
+
+    def replace_table(self, name: str, run_id: str, frame: pd.DataFrame) -> None:
+        """Write an experiment's result table rows for one run (replacing earlier ones)."""
+        frame = frame.assign(run_id=run_id)
+        self.con.register("incoming", frame)
+        try:
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+            self.con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+        finally:
+            self.con.unregister("incoming")
+
+    def table(self, name: str, run_id: str) -> pd.DataFrame:
+        return self.con.execute(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]).df()

@@ -1,0 +1,1 @@
+"""Tasks: the inputs and targets every experiment draws from."""
