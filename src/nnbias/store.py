@@ -6,7 +6,9 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
   package version, status (running/done), start and end times.
 * ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
 * ``function_counts``: (run_id, n_inputs, truth_table, count): the parameter-
-  function map's counts, summed over finished chunks.
+  function map's counts, summed over finished chunks. ``truth_table`` is a
+  DuckDB ``BIT`` string (one bit per input, ~8x smaller than text); select
+  ``truth_table::VARCHAR`` to read it as '0'/'1' text, ``bit_count`` for T.
 * ``function_complexity``: (truth_table, lz, entropy, csr, generalisation,
   expression_size): complexity measures, a cache keyed by the truth table.
 * experiment tables such as ``pfmap_theorem`` (created by the experiment).
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS chunks (
     run_id VARCHAR, chunk INTEGER, n_samples BIGINT, PRIMARY KEY (run_id, chunk));
 CREATE TABLE IF NOT EXISTS function_counts (
-    run_id VARCHAR, n_inputs INTEGER, truth_table VARCHAR, count BIGINT,
+    run_id VARCHAR, n_inputs INTEGER, truth_table BIT, count BIGINT,
     PRIMARY KEY (run_id, truth_table));
 CREATE TABLE IF NOT EXISTS function_complexity (
     truth_table VARCHAR PRIMARY KEY, lz DOUBLE, entropy DOUBLE, csr DOUBLE,
@@ -136,7 +138,7 @@ class Store:
         try:
             self.con.register("chunk_counts", frame)
             self.con.execute(
-                "INSERT INTO function_counts SELECT ?, ?, truth_table, count FROM chunk_counts "
+                "INSERT INTO function_counts SELECT ?, ?, truth_table::BIT, count FROM chunk_counts "
                 "ON CONFLICT (run_id, truth_table) DO UPDATE SET count = count + EXCLUDED.count",
                 [run_id, n_inputs])
             self.con.unregister("chunk_counts")
@@ -149,8 +151,8 @@ class Store:
 
     # queries ----------------------------------------------------------------
     def function_counts(self, run_id: str, limit: int | None = None) -> pd.DataFrame:
-        sql = ("SELECT truth_table, count FROM function_counts WHERE run_id = ? "
-               "ORDER BY count DESC, truth_table")
+        sql = ("SELECT truth_table::VARCHAR AS truth_table, count FROM function_counts "
+               "WHERE run_id = ? ORDER BY count DESC, truth_table")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return self.con.execute(sql, [run_id]).df()

@@ -119,13 +119,15 @@ def _simplices(halfspaces: list[list[Fraction]]) -> list[list[tuple[Fraction, ..
     """Boundary simplices of P = cone ∩ cube not containing the apex (empty if P is flat)."""
     verts = _vertices(halfspaces)
     d = len(halfspaces[0])
+    origin = tuple(Fraction(0) for _ in range(d))
+    if d == 1:  # qhull needs two dimensions; a 1-D cone is a half-line or empty
+        return [[v] for v in verts if v != origin]
     if len(verts) < d + 1:
         return []
     try:
         hull = ConvexHull(np.array(verts, dtype=float), qhull_options="Qt")
     except QhullError:
         return []  # P has no interior: the function's volume is zero
-    origin = tuple(Fraction(0) for _ in range(d))
     out = []
     for simplex in hull.simplices:
         corners = [verts[i] for i in simplex]
@@ -151,10 +153,10 @@ def orthant_probability(corr: np.ndarray) -> float:
 
     def integrand(t: float, i: int, j: int) -> float:
         r = t * corr + (1 - t) * np.eye(4)
-        k, l = (m for m in range(4) if m not in (i, j))
+        k, m = (c for c in range(4) if c not in (i, j))
         s_ij = r[np.ix_([i, j], [i, j])]
-        s_kl = r[np.ix_([k, l], [k, l])]
-        cross = r[np.ix_([k, l], [i, j])]
+        s_kl = r[np.ix_([k, m], [k, m])]
+        cross = r[np.ix_([k, m], [i, j])]
         cond = s_kl - cross @ np.linalg.solve(s_ij, cross.T)
         partial = cond[0, 1] / math.sqrt(cond[0, 0] * cond[1, 1])
         rho = r[i, j]
@@ -191,7 +193,8 @@ def _uniform_bias_ratio(spec: NetworkSpec) -> Fraction:
 def exact_volumes(spec: NetworkSpec) -> list[Volume]:
     """Exact P(f) for every function on {0,1}^n or {-1,1}^n of a perceptron spec (n <= 3)."""
     if spec.hidden:
-        raise NNBiasError(f"exact volumes need a perceptron (no hidden layers), got hidden={list(spec.hidden)}")
+        raise NNBiasError("exact volumes need a perceptron (no hidden layers), "
+                          f"got hidden={list(spec.hidden)}")
     require(spec.input_dim <= MAX_VOLUME_INPUTS,
             f"inputs={spec.input_dim} is too large for exact volumes; allowed 1..{MAX_VOLUME_INPUTS}")
     n_in = 2**spec.input_dim
@@ -205,7 +208,12 @@ def exact_volumes(spec: NetworkSpec) -> list[Volume]:
     out = []
     for code in range(2**n_in):
         table = format(code, f"0{n_in}b")
-        cone = [[v if bit == "1" else -v for v in row] for row, bit in zip(rows, table, strict=True)]
+        # An all-zero row (input 0 without bias) has pre-activation 0, so output 0 always.
+        if any(bit == "1" and not any(row) for row, bit in zip(rows, table, strict=True)):
+            out.append(Volume(table, 0.0, Fraction(0) if spec.prior == "uniform" else None))
+            continue
+        cone = [[v if bit == "1" else -v for v in row]
+                for row, bit in zip(rows, table, strict=True) if any(row)]
         simplices = _simplices(cone)
         if spec.prior == "uniform":
             vol = sum((abs(_exact_det([list(v) for v in s])) for s in simplices), Fraction(0))

@@ -51,7 +51,7 @@ def default_settings(samples: int = 1_000_000, **overrides: Any) -> PfmapSetting
 def ones_histogram(store: Store, run_id: str, n: int) -> np.ndarray:
     """Sample counts of T = number of ones, for T = 0 .. 2**n."""
     rows = store.con.execute(
-        "SELECT length(replace(truth_table, '0', '')) AS t, sum(count) FROM function_counts "
+        "SELECT bit_count(truth_table) AS t, sum(count) FROM function_counts "
         "WHERE run_id = ? GROUP BY t", [run_id]).fetchall()
     hist = np.zeros(2**n + 1, dtype=np.int64)
     for t, c in rows:
@@ -82,11 +82,11 @@ def analyse_main(store: Store, run_id: str, spec: NetworkSpec, top: int,
                  out: Path) -> dict[str, Any]:
     total = store.total_samples(run_id)
     counts = store.con.execute(
-        f"""(SELECT truth_table, count FROM function_counts WHERE run_id = $r AND count > 1
-             ORDER BY count DESC, truth_table LIMIT {MAX_COMPLEX})
+        f"""(SELECT truth_table::VARCHAR AS truth_table, count FROM function_counts
+             WHERE run_id = $r AND count > 1 ORDER BY count DESC, truth_table LIMIT {MAX_COMPLEX})
             UNION ALL
-            (SELECT truth_table, count FROM function_counts WHERE run_id = $r AND count = 1
-             ORDER BY hash(truth_table) LIMIT {MAX_SINGLETONS})""", {"r": run_id}).df()
+            (SELECT truth_table::VARCHAR, count FROM function_counts WHERE run_id = $r
+             AND count = 1 ORDER BY hash(truth_table) LIMIT {MAX_SINGLETONS})""", {"r": run_id}).df()
     counts = counts.sort_values(["count", "truth_table"], ascending=[False, True],
                                 ignore_index=True)
     distinct = store.one("SELECT count(*) FROM function_counts WHERE run_id = ?", [run_id])[0]

@@ -57,8 +57,8 @@ class SamplingConfig:
         return [min(self.chunk_size, self.samples - i * self.chunk_size) for i in range(n)]
 
     def to_dict(self) -> dict[str, Any]:
-        # device and batch change speed, not results (on one device type), but
-        # the random streams differ between CPU and GPU, so device is part of the run.
+        # torch's normal_ fills in blocks, so how draws map to networks depends on the
+        # batch size, and CPU and GPU streams differ: both are part of what a run is.
         return {"spec": self.spec.to_dict(), "samples": self.samples, "seed": self.seed,
                 "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device}
 

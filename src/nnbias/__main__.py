@@ -1,0 +1,3 @@
+from nnbias.cli import main
+
+main()

@@ -1,0 +1,62 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def nnbias(*args, cwd=None):
+    env = {**os.environ, "NNBIAS_STORE": str(Path(cwd or ".") / "store.duckdb")}
+    return subprocess.run([sys.executable, "-m", "nnbias", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_volumes_json():
+    r = nnbias("volumes", "--inputs", "2", "--prior", "uniform", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    by = {f["truth_table"]: f for f in doc["functions"]}
+    assert by["0001"]["exact"] == "1/48" and by["0001"]["probability"] == pytest.approx(1 / 48)
+    assert by["0110"]["exact"] == "0"
+    assert "polytope" in doc["method"]
+    g = json.loads(nnbias("volumes", "-n", "3", "--prior", "gaussian", "--json").stdout)
+    assert g["nonzero"] == 104 and "orthant" in g["method"]
+
+
+def test_pfmap_json_and_runs(tmp_path):
+    r = nnbias("pfmap", "-n", "5", "--hidden", "16", "--samples", "2e4", "--theorem-samples",
+               "2e4", "--exact-samples", "2e4", "--out", str(tmp_path / "figs"), "--json",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["samples"] == 20000 and len(doc["top"]) == 20
+    assert {c["verdict"] for c in doc["claims"]}
+    assert (tmp_path / "figs" / "p_vs_lz.png").stat().st_size > 1000
+    runs = json.loads(nnbias("runs", "--json", cwd=tmp_path).stdout)
+    assert len(runs) == 4 and all(run["status"] == "done" for run in runs)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["pfmap", "-n", "11"], "n (number of Boolean inputs)=11"),
+    (["pfmap", "--hidden", "40,0"], "width=0"),
+    (["pfmap", "--activation", "swish"], "activation='swish'"),
+    (["pfmap", "--prior", "cauchy"], "prior='cauchy'"),
+    (["pfmap", "--samples", "-5"], "samples=-5"),
+    (["pfmap", "--samples", "2.5"], "samples=2.5"),
+    (["pfmap", "--samples", "many"], "samples='many'"),
+    (["pfmap", "--store", "/proc/nope/x.duckdb"], "not writable"),
+    (["pfmap", "--store", "NOTDB"], "cannot be opened as a DuckDB database"),
+    (["volumes", "--inputs", "4"], "inputs=4"),
+    (["runs", "--store", "missing.duckdb"], "does not exist"),
+    (["pfmap", "--device", "tpu"], "device='tpu'"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
+    (tmp_path / "NOTDB").write_text("not a database " * 50)
+    args = [str(tmp_path / "NOTDB") if a == "NOTDB" else a for a in args]
+    r = nnbias(*args, "--quiet" if args[0] == "pfmap" else "--json", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way

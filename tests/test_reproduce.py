@@ -1,0 +1,23 @@
+import re
+
+from nnbias.experiments.pfmap import PfmapSettings
+from nnbias.experiments.reproduce import reproduce
+from nnbias.experiments.sampling import SamplingConfig
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+
+
+def test_reproduce_writes_a_self_contained_report(tmp_path):
+    settings = PfmapSettings(SamplingConfig(NetworkSpec(6, (20, 20)), 60_000, chunk_size=20_000),
+                             theorem_samples=60_000, exact_samples=100_000)
+    with Store(tmp_path / "s.duckdb") as st:
+        result = reproduce(st, tmp_path / "out", settings, quiet=True)
+        tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert "<th>verdict</th>" in html and not re.search(r'src="(?!data:)', html)
+    assert {"pfmap_top", "pfmap_theorem", "pfmap_exact"} <= tables
+    simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"])
+    # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them
+    assert theorem == "consistent" and exact == "agree"
+    assert simplicity == "supported"

@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nnbias.engines.ensemble import sample_ensemble
+from nnbias.engines.sampler import FunctionCounts, sample_chunk
+from nnbias.engines.volumes import exact_volumes
+from nnbias.estimators.frequency import goodness_of_fit
+from nnbias.executor import LocalExecutor
+from nnbias.spec import NetworkSpec
+from nnbias.tasks.boolean import hypercube, packed_to_strings
+
+
+def counts_of(spec, chunks, size, seed=0):
+    parts = [sample_chunk(spec, seed, c, size) for c in range(chunks)]
+    fc = FunctionCounts.merge(parts)
+    return dict(zip(packed_to_strings(fc.tables, spec.input_dim), fc.counts.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "erf", "sign", "step", "linear"])
+@pytest.mark.parametrize("prior", ["gaussian", "uniform"])
+def test_batched_forward_equals_one_network_at_a_time(activation, prior):
+    spec = NetworkSpec(4, (6, 5), activation, prior=prior, sigma_b=0.5, encoding="pm1")
+    nets = sample_ensemble(spec, 7, torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = hypercube(4, "pm1", torch.float64)
+    batched = nets.forward(x)
+    act = {"relu": torch.relu, "tanh": torch.tanh, "erf": torch.erf, "sign": torch.sign,
+           "step": lambda z: (z > 0).double(), "linear": lambda z: z}[activation]
+    for k in range(7):
+        h = x
+        for layer, (w, b, s) in enumerate(zip(nets.weights, nets.biases, nets.scales, strict=True)):
+            h = h @ (s * w[k]).T + b[k]
+            if layer < spec.depth:
+                h = act(h)
+        assert torch.allclose(batched[k], h[:, 0], atol=1e-12)
+
+
+def test_prior_scales():
+    spec = NetworkSpec(7, (40,), prior="uniform", sigma_w=2.0, sigma_b=0.5)
+    nets = sample_ensemble(spec, 2000, torch.Generator().manual_seed(0), dtype=torch.float64)
+    w1 = nets.weights[0] * nets.scales[0]
+    assert w1.abs().max() <= 2.0 * math.sqrt(3 / 7)
+    assert w1.var().item() == pytest.approx(4.0 / 7, rel=0.02)
+    assert nets.biases[0].var().item() == pytest.approx(0.25, rel=0.02)
+    g = sample_ensemble(NetworkSpec(10, (30,)), 3000, torch.Generator().manual_seed(0))
+    assert (g.weights[0] * g.scales[0]).var().item() == pytest.approx(0.1, rel=0.02)
+
+
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(2, (), prior="uniform", sigma_w=1.0, sigma_b=1 / math.sqrt(2)),
+    NetworkSpec(3, (), sigma_b=0.7),
+    NetworkSpec(3, (), bias=False, encoding="pm1", prior="uniform"),
+], ids=["cube-2", "gauss-3", "pm1-nobias-3"])
+def test_sampler_agrees_with_exact_volumes(spec):
+    """Chi-square test of 1M samples against every function's exact volume."""
+    exact = {v.truth_table: v.probability for v in exact_volumes(spec)}
+    seen = counts_of(spec, 16, 2**16, seed=11)
+    assert set(seen) <= {t for t, p in exact.items() if p > 0}
+    tables = sorted(exact)
+    _, _, p = goodness_of_fit(np.array([seen.get(t, 0) for t in tables]),
+                              np.array([exact[t] for t in tables]))
+    assert p > 1e-3
+
+
+def test_uniform_t_for_bias_free_perceptron_and_not_with_hidden_layers():
+    n = 6
+    uniform = np.append(np.full(2**n, 2.0**-n), 0)
+    for spec, expect_uniform in ((NetworkSpec(n, (), bias=False), True),
+                                 (NetworkSpec(n, (), bias=False, prior="uniform"), True),
+                                 (NetworkSpec(n, (20,), bias=False), False)):
+        seen = counts_of(spec, 4, 50_000, seed=5)
+        hist = np.zeros(2**n + 1)
+        for t, c in seen.items():
+            hist[t.count("1")] += c
+        p = goodness_of_fit(hist, uniform)[2]
+        assert (p > 1e-3) == expect_uniform
+
+
+def test_chunks_are_reproducible_and_independent_of_threads():
+    spec = NetworkSpec(5, (16, 16))
+    a = sample_chunk(spec, 3, 2, 5000)
+    b = sample_chunk(spec, 3, 2, 5000)
+    c = sample_chunk(spec, 3, 3, 5000)
+    assert np.array_equal(a.tables, b.tables) and np.array_equal(a.counts, b.counts)
+    assert not np.array_equal(a.counts, c.counts)
+    one = FunctionCounts.merge([r for _, r in LocalExecutor(1).map_unordered(
+        lambda i: sample_chunk(spec, 3, i, 3000), range(6))])
+    two = FunctionCounts.merge([r for _, r in LocalExecutor(2).map_unordered(
+        lambda i: sample_chunk(spec, 3, i, 3000), range(6))])
+    assert np.array_equal(one.tables, two.tables) and np.array_equal(one.counts, two.counts)
+
+
+def test_merge_sums_counts():
+    a = FunctionCounts(np.array([[1], [2]], np.uint8), np.array([3, 4]))
+    b = FunctionCounts(np.array([[2], [5]], np.uint8), np.array([10, 1]))
+    m = FunctionCounts.merge([a, b])
+    assert m.tables[:, 0].tolist() == [1, 2, 5] and m.counts.tolist() == [3, 14, 1]

@@ -1,0 +1,107 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from nnbias.errors import NNBiasError
+from nnbias.executor import DaskExecutor
+from nnbias.experiments.sampling import SamplingConfig, run_sampling
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+
+SPEC = NetworkSpec(6, (32, 32))
+CONFIG = SamplingConfig(SPEC, samples=120 * 4096, seed=7, chunk_size=4096)
+
+SCRIPT = f"""
+from nnbias.experiments.sampling import SamplingConfig, run_sampling
+from nnbias.executor import LocalExecutor
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+cfg = SamplingConfig(NetworkSpec(6, (32, 32)), samples={CONFIG.samples}, seed=7, chunk_size=4096)
+with Store({{path!r}}) as st:
+    run_sampling(st, cfg, LocalExecutor(2), quiet=True)
+"""
+
+
+def counts(path):
+    with Store(path) as st:
+        run_id = st.runs()["run_id"].iloc[0]
+        return (st.function_counts(run_id).sort_values("truth_table", ignore_index=True),
+                st.total_samples(run_id), len(st.done_chunks(run_id)))
+
+
+def test_kill_9_then_resume_gives_exactly_the_uninterrupted_counts(tmp_path):
+    reference = tmp_path / "reference.duckdb"
+    with Store(reference) as st:
+        run_sampling(st, CONFIG, quiet=True)
+    ref_counts, ref_total, _ = counts(reference)
+    assert ref_total == CONFIG.samples
+
+    crashed = tmp_path / "crashed.duckdb"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(path=str(crashed))])
+    wal = crashed.with_name(crashed.name + ".wal")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (wal.exists() and wal.stat().st_size > 200_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, partial_total, partial_chunks = counts(crashed)
+    assert 0 < partial_chunks < 120, "the kill should land mid-run"
+    assert partial_total == partial_chunks * 4096  # no chunk half-written
+
+    with Store(crashed) as st:
+        run_sampling(st, CONFIG, quiet=True)
+    resumed, total, chunks = counts(crashed)
+    assert total == CONFIG.samples and chunks == 120
+    assert resumed.equals(ref_counts)
+
+
+def test_finished_run_is_not_redone(tmp_path):
+    cfg = SamplingConfig(SPEC, samples=3 * 1000, chunk_size=1000)
+    with Store(tmp_path / "s.duckdb") as st:
+        first = run_sampling(st, cfg, quiet=True)
+        again = run_sampling(st, cfg, quiet=True)
+        assert first == again and st.total_samples(first) == 3000
+        assert st.run_status(first) == "done"
+
+
+def test_dask_workers_give_the_same_counts(tmp_path):
+    cfg = SamplingConfig(SPEC, samples=8 * 2000, chunk_size=2000, seed=3)
+    with Store(tmp_path / "threads.duckdb") as st:
+        run_id = run_sampling(st, cfg, quiet=True)
+        by_threads = st.function_counts(run_id).sort_values("truth_table", ignore_index=True)
+    executor = DaskExecutor(workers=2)
+    try:
+        with Store(tmp_path / "dask.duckdb") as st:
+            run_id = run_sampling(st, cfg, executor, quiet=True)
+            by_dask = st.function_counts(run_id).sort_values("truth_table", ignore_index=True)
+    finally:
+        executor.close()
+    assert by_dask.equals(by_threads)
+
+
+def test_store_errors(tmp_path):
+    not_db = tmp_path / "notes.duckdb"
+    not_db.write_text("this is not a database\n" * 100)
+    with pytest.raises(NNBiasError, match="cannot be opened as a DuckDB database"):
+        Store(not_db)
+    with pytest.raises(NNBiasError, match="not writable"):
+        Store("/proc/nnbias/x.duckdb")
+    with pytest.raises(NNBiasError, match="does not exist"):
+        Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_store_is_plain_duckdb(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        run_sampling(st, SamplingConfig(NetworkSpec(3, ()), samples=1000, chunk_size=500),
+                     quiet=True)
+    con = duckdb.connect(str(path), read_only=True)
+    total = con.execute("SELECT sum(count) FROM function_counts").fetchall()[0][0]
+    status = con.execute("SELECT status, seed FROM runs").fetchall()
+    con.close()
+    assert total == 1000 and status == [("done", 0)]
