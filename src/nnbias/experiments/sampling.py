@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nnbias.engines.sampler import FunctionCounts, sample_chunk
+from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
 from nnbias.errors import NNBiasError, check_choice, check_int
 from nnbias.executor import LocalExecutor, run_chunks
 from nnbias.spec import NetworkSpec
@@ -21,7 +21,6 @@ from nnbias.store import Store
 from nnbias.tasks.boolean import check_n_bits, packed_to_strings
 
 DEFAULT_CHUNK = 2**16
-DEFAULT_BATCH = 256
 
 
 def check_device(device: str) -> str:
@@ -39,10 +38,12 @@ class SamplingConfig:
     samples: int
     seed: int = 0
     chunk_size: int = DEFAULT_CHUNK
-    batch: int = DEFAULT_BATCH
+    batch: int | None = None  # default: DEFAULT_BATCH on CPU, a whole chunk on a GPU
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.batch is None:
+            object.__setattr__(self, "batch", DEFAULT_BATCH if self.device == "cpu" else self.chunk_size)
         check_n_bits(self.spec.input_dim)
         object.__setattr__(self, "samples", check_int("samples", self.samples, minimum=1))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
