@@ -39,6 +39,7 @@ def probability_vs_complexity(lz: np.ndarray, p: np.ndarray, bound: tuple[float,
         a, b = bound
         ks = np.linspace(lz.min(), lz.max(), 50)
         ax.semilogy(ks, 2.0 ** (-a * ks - b), "r-", label=f"bound, slope a={a:.3f}")
+    ax.set_ylim(floor / 5, 1.5)  # below 1/samples nothing can be seen
     ax.set(xlabel="LZ complexity K(f)", ylabel="P(f)", title=f"P(f) vs complexity\n{label}")
     ax.legend(fontsize=8)
     return _save(fig, path)
