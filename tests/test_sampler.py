@@ -19,7 +19,7 @@ def counts_of(spec, chunks, size, seed=0):
     return dict(zip(packed_to_strings(fc.tables, spec.input_dim), fc.counts.tolist(), strict=True))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "erf", "sign", "step", "linear"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "erf", "gelu", "sign", "step", "linear"])
 @pytest.mark.parametrize("prior", ["gaussian", "uniform"])
 def test_batched_forward_equals_one_network_at_a_time(activation, prior):
     spec = NetworkSpec(4, (6, 5), activation, prior=prior, sigma_b=0.5, encoding="pm1")
@@ -27,11 +27,13 @@ def test_batched_forward_equals_one_network_at_a_time(activation, prior):
     x = hypercube(4, "pm1", torch.float64)
     batched = nets.forward(x)
     act = {"relu": torch.relu, "tanh": torch.tanh, "erf": torch.erf, "sign": torch.sign,
+           "gelu": torch.nn.functional.gelu,
            "step": lambda z: (z > 0).double(), "linear": lambda z: z}[activation]
     for k in range(7):
         h = x
-        for layer, (w, b, s) in enumerate(zip(nets.weights, nets.biases, nets.scales, strict=True)):
-            h = h @ (s * w[k]).T + b[k]
+        layers = zip(nets.weights, nets.biases, nets.scales, nets.bias_scales, strict=True)
+        for layer, (w, b, s, bs) in enumerate(layers):
+            h = h @ (s * w[k]).T + bs * b[k]
             if layer < spec.depth:
                 h = act(h)
         assert torch.allclose(batched[k], h[:, 0], atol=1e-12)
@@ -43,7 +45,7 @@ def test_prior_scales():
     w1 = nets.weights[0] * nets.scales[0]
     assert w1.abs().max() <= 2.0 * math.sqrt(3 / 7)
     assert w1.var().item() == pytest.approx(4.0 / 7, rel=0.02)
-    assert nets.biases[0].var().item() == pytest.approx(0.25, rel=0.02)
+    assert (nets.biases[0] * nets.bias_scales[0]).var().item() == pytest.approx(0.25, rel=0.02)
     g = sample_ensemble(NetworkSpec(10, (30,)), 3000, torch.Generator().manual_seed(0))
     assert (g.weights[0] * g.scales[0]).var().item() == pytest.approx(0.1, rel=0.02)
 

@@ -6,6 +6,11 @@ encoding. The sampler, the exact-volume calculator, and later the trainer and
 the kernels all read this one object, so a finding about one face can be
 checked against another face of the same network.
 
+Parametrization only changes training and the NTK, never the prior over
+functions: ``standard`` trains the weights w ~ N(0, sigma_w^2/fan_in) directly;
+``ntk`` (Jacot et al.; neural-tangents' ``stax.Dense`` default) trains unit
+Gaussians W and applies sigma_w/sqrt(fan_in) W h + sigma_b b in the forward pass.
+
 Prior conventions (those of Valle-Pérez et al. 2018 and Mingard et al.):
 
 * ``gaussian``: weights ~ N(0, sigma_w**2 / fan_in), biases ~ N(0, sigma_b**2).
@@ -24,7 +29,8 @@ from typing import Any
 
 from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, require
 
-ACTIVATIONS = ("relu", "tanh", "erf", "sign", "step", "linear")
+ACTIVATIONS = ("relu", "tanh", "erf", "gelu", "sign", "step", "linear")
+PARAMETRIZATIONS = ("standard", "ntk")
 PRIORS = ("gaussian", "uniform")
 ENCODINGS = ("01", "pm1")
 
@@ -44,6 +50,7 @@ class NetworkSpec:
     sigma_w: float = 1.0
     sigma_b: float = 1.0
     encoding: str = "01"
+    parametrization: str = "standard"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_dim", check_int("input_dim", self.input_dim, minimum=1))
@@ -54,6 +61,7 @@ class NetworkSpec:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("prior", self.prior, PRIORS)
         check_choice("encoding", self.encoding, ENCODINGS)
+        check_choice("parametrization", self.parametrization, PARAMETRIZATIONS)
         require(isinstance(self.bias, bool), f"bias={self.bias!r} is not allowed; expected true or false")
         object.__setattr__(self, "sigma_w", check_positive("sigma_w", self.sigma_w))
         object.__setattr__(self, "sigma_b", check_positive("sigma_b", self.sigma_b, allow_zero=True))

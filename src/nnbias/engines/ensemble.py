@@ -4,8 +4,12 @@ Layout: each layer's weights are stored transposed, ``(K, fan_out, fan_in)``,
 and activations as ``(K, width, N)``. With that layout the per-layer product is
 one ``baddbmm`` with the bias fused in, which on CPU runs several times faster
 than the ``(K, N, width) @ (K, width, width)`` layout (measured on 40x40 layers).
-The weight scale sigma_w/sqrt(fan_in) is applied as the ``alpha`` of that
-``baddbmm``, so raw draws never need a separate scaling pass.
+The stored tensors are the raw unit-scale draws, i.e. the parameters of the
+NTK parametrization; the weight scale sigma_w/sqrt(fan_in) is applied as the
+``alpha`` of that ``baddbmm`` (so raw draws never need a separate scaling
+pass) and the bias scale on the small bias tensor. The same stacked tensors
+therefore serve the sampler, gradients (training, empirical NTKs) and
+Monte-Carlo kernels.
 """
 
 from __future__ import annotations
@@ -16,49 +20,96 @@ import torch
 
 from nnbias.spec import NetworkSpec
 
+_OUT_OF_PLACE = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "erf": torch.erf,
+    "gelu": torch.nn.functional.gelu,
+    "sign": torch.sign,
+    "step": lambda z: (z > 0).to(z.dtype),
+    "linear": lambda z: z,
+}
+_IN_PLACE = {
+    "relu": torch.Tensor.relu_,
+    "tanh": torch.Tensor.tanh_,
+    "erf": torch.Tensor.erf_,
+    "sign": torch.Tensor.sign_,
+    "step": lambda z: z.gt_(0),
+}
 
-def activation_fn(name: str):
-    """Elementwise activation by name, applied in place (the tensor is a fresh product)."""
-    return {
-        "relu": torch.Tensor.relu_,
-        "tanh": torch.Tensor.tanh_,
-        "erf": torch.Tensor.erf_,
-        "sign": torch.Tensor.sign_,
-        "step": lambda z: z.gt_(0),
-        "linear": lambda z: z,
-    }[name]
+
+def activation_fn(name: str, inplace: bool = False):
+    """Elementwise activation by name; ``inplace`` overwrites its (fresh) argument to save a pass."""
+    return _IN_PLACE.get(name, _OUT_OF_PLACE[name]) if inplace else _OUT_OF_PLACE[name]
 
 
 @dataclass
 class Ensemble:
     """Raw parameter draws of K networks plus the scales that turn them into the prior.
 
-    ``weights[l]`` has shape (K, fan_out, fan_in) and holds unit-scale draws
-    (standard normal, or U(-1, 1) for the uniform prior); ``scales[l]`` is the
-    multiplier that gives the prior's weights. Biases are stored already scaled.
+    ``weights[l]`` has shape (K, fan_out, fan_in) and ``biases[l]`` (K, fan_out);
+    both hold unit-scale draws (standard normal, or U(-1, 1) for the uniform
+    prior). ``scales[l]`` and ``bias_scales[l]`` are the multipliers that give
+    the prior's weights and biases.
     """
 
     spec: NetworkSpec
     weights: list[torch.Tensor]
     biases: list[torch.Tensor | None]
     scales: list[float]
+    bias_scales: list[float]
 
     @property
     def size(self) -> int:
         return self.weights[0].shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs (K, N) of all K networks on inputs x of shape (N, input_dim)."""
-        act = activation_fn(self.spec.activation)
+    def forward(self, x: torch.Tensor, inplace: bool = True) -> torch.Tensor:
+        """Outputs (K, N) of all K networks on inputs x of shape (N, input_dim).
+
+        ``inplace=False`` keeps activations out of place, as autograd needs.
+        """
+        act = activation_fn(self.spec.activation, inplace)
         h = x.T.to(self.weights[0].dtype).unsqueeze(0).expand(self.size, -1, -1)
         last = len(self.weights) - 1
-        for layer, (w, b, s) in enumerate(zip(self.weights, self.biases, self.scales, strict=True)):
+        layers = zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True)
+        for layer, (w, b, s, bs) in enumerate(layers):
             if b is None:
-                z = torch.bmm(w, h).mul_(s)
+                z = torch.bmm(w, h) * s
             else:
-                z = torch.baddbmm(b.unsqueeze(2), w, h, alpha=s)
+                z = torch.baddbmm((b * bs).unsqueeze(2), w, h, alpha=s)
             h = z if layer == last else act(z)
         return h[:, 0, :]
+
+    def functional(self):
+        """(fn, params): the ensemble as a pure function of its parameters in the spec's parametrization.
+
+        ``fn(params, x)`` gives the (K, N) outputs. With the NTK parametrization the
+        parameters are the raw unit-scale draws; with the standard one they are the
+        scaled weights and biases, so gradients (training, NTKs) are taken with
+        respect to what that parametrization trains.
+        """
+        ntk = self.spec.parametrization == "ntk"
+        mults = []
+        params = []
+        for w, b, s, bs in zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True):
+            params.append(w if ntk else w * s)
+            mults.append(1.0 if ntk else 1.0 / s)
+            if b is not None:
+                params.append(b if ntk else b * bs)
+                mults.append(1.0 if ntk else 1.0 / bs)
+
+        def fn(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            raw = iter(t * m for t, m in zip(p, mults, strict=True))
+            weights = [next(raw) for _ in self.weights] if not self.spec.bias else []
+            biases: list[torch.Tensor | None] = [None] * len(self.weights)
+            if self.spec.bias:
+                for _ in self.weights:
+                    weights.append(next(raw))
+                    biases[len(weights) - 1] = next(raw)
+            view = Ensemble(self.spec, weights, biases, self.scales, self.bias_scales)
+            return view.forward(x, inplace=False)
+
+        return fn, params
 
 
 def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
@@ -79,7 +130,7 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
     else:
         flat.uniform_(-1.0, 1.0, generator=generator)
     flat = flat.view(k, per_net)
-    weights, biases, scales = [], [], []
+    weights, biases, scales, bias_scales = [], [], [], []
     offset = 0
     for fan_in, fan_out in sizes:
         weights.append(flat[:, offset: offset + fan_in * fan_out].view(k, fan_out, fan_in))
@@ -89,9 +140,10 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
         if spec.prior == "uniform":
             w_scale, b_scale = spec.uniform_half_widths(fan_in)
         scales.append(w_scale)
+        bias_scales.append(b_scale)
         if spec.bias:
-            biases.append(flat[:, offset: offset + fan_out].mul_(b_scale))
+            biases.append(flat[:, offset: offset + fan_out])
             offset += fan_out
         else:
             biases.append(None)
-    return Ensemble(spec, weights, biases, scales)
+    return Ensemble(spec, weights, biases, scales, bias_scales)

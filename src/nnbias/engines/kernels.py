@@ -1,0 +1,167 @@
+"""Analytic NNGP and NTK of a spec's MLP (the infinite-width face).
+
+Recursion (Neal; Lee et al. 2018; Jacot et al. 2018), written as in
+neural-tangents' ``stax.Dense(W_std=sigma_w, b_std=sigma_b)`` so values can be
+compared with that library. With q the kernel of a layer's inputs (x.x'/n_0 for
+the network input, E[phi(u) phi(v)] after an activation):
+
+* dense layer: K = sigma_w^2 q + sigma_b^2;
+  NTK parametrization:      Theta = K + sigma_w^2 Theta,
+  standard parametrization: Theta = fan_in * q + 1 + sigma_w^2 Theta
+  (the "+1" only with biases; Theta starts at 0);
+* activation: q = E[phi(u) phi(v)], Theta = Theta * E[phi'(u) phi'(v)], with
+  (u, v) ~ N(0, [[K(x,x), K(x,x')], [K(x,x'), K(x',x')]]).
+
+``depth`` hidden layers each apply a dense layer and the activation; a dense
+readout with the same sigma_w, sigma_b comes on top; the kernel is that of the
+scalar output. Closed forms: relu (arc-cosine), erf (Williams), linear, and
+for the NNGP also step and sign; any other activation by 2-D Gauss-Hermite
+quadrature. The Gram matrix is computed in blocks, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from nnbias.engines.ensemble import activation_fn
+from nnbias.errors import NNBiasError, check_choice, require
+from nnbias.spec import NetworkSpec
+
+CLOSED_FORMS = {"relu", "erf", "linear", "step", "sign"}
+NO_NTK = {"step", "sign"}  # derivative is a delta: the NTK does not exist
+
+
+def _closed_form(name: str, k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor,
+                 derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """E[phi(u)phi(v)] and E[phi'(u)phi'(v)] in closed form."""
+    if name == "linear":
+        return k12, torch.ones_like(k12) if derivative else None
+    if name == "erf":
+        a = (1 + 2 * k11) * (1 + 2 * k22)
+        value = (2 / math.pi) * torch.asin((2 * k12 / torch.sqrt(a)).clamp(-1, 1))
+        deriv = (4 / math.pi) / torch.sqrt(a - 4 * k12**2) if derivative else None
+        return value, deriv
+    norm = torch.sqrt(k11 * k22)
+    rho = (k12 / norm).clamp(-1, 1)
+    theta = torch.acos(rho)
+    if name == "relu":
+        value = norm / (2 * math.pi) * (torch.sin(theta) + (math.pi - theta) * rho)
+        return value, (math.pi - theta) / (2 * math.pi) if derivative else None
+    if name == "step":
+        return (math.pi - theta) / (2 * math.pi), None
+    return 1 - 2 * theta / math.pi, None  # sign
+
+
+class _Quadrature:
+    """E[phi(u)phi(v)] and E[phi'(u)phi'(v)] by 2-D Gauss-Hermite quadrature."""
+
+    def __init__(self, name: str, nodes: int, dtype: torch.dtype, device: torch.device):
+        z, w = np.polynomial.hermite_e.hermegauss(nodes)
+        self.z = torch.tensor(z, dtype=dtype, device=device)
+        self.w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype, device=device)
+        self.phi = activation_fn(name)
+
+    def dphi(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.phi(x).sum(), x)
+        return g
+
+    def __call__(self, k11, k22, k12, derivative):
+        s1, s2 = torch.sqrt(k11), torch.sqrt(k22)
+        rho = (k12 / (s1 * s2)).clamp(-1, 1)
+        perp = torch.sqrt(1 - rho**2)
+        value = torch.zeros_like(k12)
+        deriv = torch.zeros_like(k12) if derivative else None
+        for zi, wi in zip(self.z, self.w, strict=True):  # one node of u at a time: bounded memory
+            u = (s1 * zi).expand_as(k12).unsqueeze(-1)
+            v = s2.unsqueeze(-1) * (rho.unsqueeze(-1) * zi + perp.unsqueeze(-1) * self.z)
+            value += wi * (self.phi(u) * self.phi(v)) @ self.w
+            if derivative:
+                deriv += wi * (self.dphi(u) * self.dphi(v)) @ self.w
+        return value, deriv
+
+
+def _widths(spec: NetworkSpec) -> list[int]:
+    return [spec.input_dim, *spec.hidden]
+
+
+class KernelFn:
+    """The analytic kernel function of one spec: ``KernelFn(spec)(x1, x2, "ntk")``."""
+
+    def __init__(self, spec: NetworkSpec, method: str = "auto", quadrature_nodes: int = 48):
+        self.spec = spec
+        check_choice("method", method, ("auto", "closed_form", "quadrature"))
+        if method == "closed_form":
+            require(spec.activation in CLOSED_FORMS,
+                    f"activation={spec.activation!r} has no closed-form kernel; "
+                    f"closed forms exist for {sorted(CLOSED_FORMS)}")
+        self.quadrature = method == "quadrature" or (method == "auto"
+                                                      and spec.activation not in CLOSED_FORMS)
+        self.nodes = quadrature_nodes
+
+    def _dual(self, k11, k22, k12, derivative):
+        if self.quadrature:
+            return _Quadrature(self.spec.activation, self.nodes, k12.dtype, k12.device)(
+                k11, k22, k12, derivative)
+        return _closed_form(self.spec.activation, k11, k22, k12, derivative)
+
+    def _diagonal(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """K(x, x) before each activation, for every hidden layer."""
+        q = (x * x).sum(1) / x.shape[1]
+        out = []
+        for _ in self.spec.hidden:
+            k = self.spec.sigma_w**2 * q + (self.spec.sigma_b**2 if self.spec.bias else 0.0)
+            out.append(k)
+            q = self._dual(k, k, k, False)[0]
+        return out
+
+    def _block(self, x1, x2, d1, d2, ntk: bool):
+        spec = self.spec
+        sb2 = spec.sigma_b**2 if spec.bias else 0.0
+        q = x1 @ x2.T / x1.shape[1]
+        theta = torch.zeros_like(q) if ntk else None
+        for layer, fan_in in enumerate(_widths(spec)):
+            k = spec.sigma_w**2 * q + sb2
+            if ntk:
+                if spec.parametrization == "ntk":
+                    theta = k + spec.sigma_w**2 * theta
+                else:
+                    theta = fan_in * q + (1.0 if spec.bias else 0.0) + spec.sigma_w**2 * theta
+            if layer == spec.depth:
+                return k, theta
+            q, dot = self._dual(d1[layer].unsqueeze(1), d2[layer].unsqueeze(0), k, ntk)
+            if ntk:
+                theta = theta * dot
+        raise AssertionError("unreachable")
+
+    def __call__(self, x1, x2=None, kind: str = "nngp", block: int = 1024,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Gram matrix (N1, N2) of ``kind`` nngp, ntk, or both (a tuple), computed in blocks."""
+        check_choice("kind", kind, ("nngp", "ntk", "both"))
+        if kind != "nngp" and self.spec.activation in NO_NTK:
+            raise NNBiasError(f"the NTK of activation={self.spec.activation!r} does not exist "
+                              "(its derivative is a delta); use kind='nngp'")
+        x1 = torch.as_tensor(x1).to(dtype)
+        x2 = x1 if x2 is None else torch.as_tensor(x2).to(dtype)
+        require(x1.ndim == 2 and x2.ndim == 2 and x1.shape[1] == x2.shape[1] == self.spec.input_dim,
+                f"inputs of shape {tuple(x1.shape)} and {tuple(x2.shape)} do not match "
+                f"input_dim={self.spec.input_dim}; expected (N, {self.spec.input_dim})")
+        require(bool(torch.isfinite(x1).all() and torch.isfinite(x2).all()),
+                "inputs contain NaN or inf; clean the data first")
+        if self.quadrature:
+            block = min(block, 256)  # quadrature holds (block, block, nodes) at once
+        d1, d2 = self._diagonal(x1), self._diagonal(x2)
+        nngp = torch.empty(x1.shape[0], x2.shape[0], dtype=dtype)
+        ntk = torch.empty_like(nngp) if kind != "nngp" else None
+        for i in range(0, x1.shape[0], block):
+            for j in range(0, x2.shape[0], block):
+                k, t = self._block(x1[i:i + block], x2[j:j + block], [d[i:i + block] for d in d1],
+                                   [d[j:j + block] for d in d2], kind != "nngp")
+                nngp[i:i + block, j:j + block] = k
+                if ntk is not None:
+                    ntk[i:i + block, j:j + block] = t
+        return {"nngp": nngp, "ntk": ntk, "both": (nngp, ntk)}[kind]
