@@ -190,5 +190,19 @@ class Store:
         finally:
             self.con.unregister("incoming")
 
+    def append_rows(self, name: str, run_id: str, frame: pd.DataFrame) -> None:
+        """Add finished cells of a sweep (one transaction), so a rerun can skip them."""
+        frame = frame.assign(run_id=run_id)
+        self.con.register("incoming", frame)
+        try:
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+        finally:
+            self.con.unregister("incoming")
+
     def table(self, name: str, run_id: str) -> pd.DataFrame:
+        """Rows of an experiment table for one run (empty if the table does not exist yet)."""
+        exists = self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])
+        if not exists or not exists[0]:
+            return pd.DataFrame()
         return self.con.execute(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]).df()

@@ -119,3 +119,18 @@ def monte_carlo_kernels(spec: NetworkSpec, x1: torch.Tensor, x2: torch.Tensor | 
     summed = ntk_of_function(lambda p, x: fn(p, x).sum(0, keepdim=True).T, params, x1,
                              None if x2 is x1 else x2, strategy="jacobian", block=64)
     return nngp, summed / networks
+
+
+def per_network_ntk_diagonal(nets, x: torch.Tensor) -> torch.Tensor:
+    """Theta_k(x, x) of each of the K networks (K, N), from one Jacobian of sum_k f_k.
+
+    Every parameter tensor has the network index first, so summing the squared
+    gradient over the other axes separates the networks.
+    """
+    fn, params = nets.functional()
+    params = [p.detach().requires_grad_(True) for p in params]
+    out = []
+    for xi in x:
+        grads = torch.autograd.grad(fn(params, xi.unsqueeze(0)).sum(), params)
+        out.append(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+    return torch.stack(out, dim=1).detach()

@@ -74,3 +74,46 @@ def exact_vs_sampled(exact: np.ndarray, sampled: np.ndarray, lo: np.ndarray, hi:
     ax.set(ylabel="P(f)", title=title)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def kernel_gap(results, path: Path) -> Path:
+    """Per task: trained networks' test score against width, kernel predictors as lines."""
+    tasks = list(dict.fromkeys(results["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = results[results["task"] == task]
+        nets = rows[rows["model"] == "network"].sort_values("width")
+        ax.errorbar(nets["width"], nets["score"], yerr=nets["score_sd"], fmt="o-", label="trained nets")
+        for (_, r), style in zip(rows[rows["model"] != "network"].iterrows(), ("--", "-", ":"), strict=False):
+            ax.axhline(r["score"], ls=style, color="k", lw=1, label=r["model"])
+        ax.set_xscale("log")
+        ax.set(xlabel="width", ylabel=f"test {rows['metric'].iloc[0]}", title=task)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def ntk_convergence(conv, slope: float, intercept: float, path: Path) -> Path:
+    """Relative error of the empirical NTK against width, with the fitted power law."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax.loglog(conv["width"], conv["rel_error"], "o", alpha=0.5, label="seeds")
+    w = np.array(sorted(set(conv["width"])))
+    ax.loglog(w, np.exp(intercept) * w**slope, "r-", label=f"fit: width^{slope:.2f}")
+    ax.loglog(w, np.exp(intercept) * w[0] ** (slope + 0.5) * w**-0.5, "k:", label="width^-0.5")
+    ax.set(xlabel="width", ylabel="||Theta_emp - Theta|| / ||Theta||",
+           title="Empirical NTK -> analytic NTK")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ntk_fluctuations(fluct, path: Path) -> Path:
+    """E[Theta^2]/E[Theta]^2 at initialisation against beta = depth/width, with exp(5 beta)."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for depth, rows in fluct.groupby("depth"):
+        ax.plot(rows["beta"], rows["ratio"], "o", label=f"depth {depth}")
+    b = np.linspace(0, fluct["beta"].max(), 50)
+    ax.plot(b, np.exp(5 * b), "k--", label="exp(5 beta) (Hanin & Nica)")
+    ax.set_yscale("log")
+    ax.set(xlabel="beta = depth / width", ylabel="E[Theta(x,x)^2] / E[Theta(x,x)]^2",
+           title="NTK fluctuations at initialisation")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,209 @@
+"""Experiment ``kernels``: do finite networks behave like their infinite-width kernels?
+
+Wires the spec's faces together on one task:
+
+* kernel predictors: NNGP posterior mean and NTK gradient flow at t = inf and at
+  the finite networks' training time (analytic kernels, ``estimators.gp``);
+* finite networks of growing width trained by full-batch gradient descent with
+  the same learning rate (``engines.training``), K networks per width at once;
+* the empirical NTK approaching the analytic NTK as width grows (error fitted
+  against width^-1/2), and NTK fluctuations at initialisation against
+  beta = depth/width (Hanin & Nica 2019: E[Theta^2]/E[Theta]^2 ~ exp(5 beta)).
+
+Each (task, width) cell is stored as soon as it is done; a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from nnbias.engines.empirical import per_network_ntk_diagonal, spec_empirical_ntk
+from nnbias.engines.ensemble import sample_ensemble
+from nnbias.engines.kernels import KernelFn
+from nnbias.engines.training import train_gd
+from nnbias.errors import require
+from nnbias.estimators.gp import gp_posterior, ntk_predict
+from nnbias.report import figures
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+from nnbias.tasks.datasets import Dataset, digits, sparse_parity, teacher_task
+
+
+@dataclass(frozen=True)
+class KernelsSettings:
+    tasks: tuple[str, ...] = ("digits-3-5", "parity-d10-k2", "single-index")
+    widths: tuple[int, ...] = (64, 256, 1024)
+    depth: int = 1
+    networks: int = 4
+    steps: int = 1000
+    sigma_w: float = math.sqrt(2)
+    sigma_b: float = 0.1
+    seed: int = 0
+    convergence_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    convergence_seeds: int = 4
+    fluctuation_depths: tuple[int, ...] = (1, 2, 4, 8)
+    fluctuation_widths: tuple[int, ...] = (16, 32, 64, 128)
+    fluctuation_networks: int = 400
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
+
+
+TASKS = {
+    "digits-3-5": lambda seed: digits((3, 5), train=200, seed=seed),
+    "digits-0-1": lambda seed: digits((0, 1), train=200, seed=seed),
+    "parity-d10-k2": lambda seed: sparse_parity(10, 2, train=400, test=1000, seed=seed),
+    "parity-d10-k3": lambda seed: sparse_parity(10, 3, train=400, test=1000, seed=seed),
+    "linear": lambda seed: teacher_task("linear", d=16, train=200, test=1000, seed=seed),
+    "single-index": lambda seed: teacher_task("single-index", d=16, train=200, test=1000,
+                                              link="he2", seed=seed),
+}
+
+
+def load_task(name: str, seed: int) -> Dataset:
+    require(name in TASKS, f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
+    task = TASKS[name](seed)
+    require(task.classes in (0, 2), f"task={name!r} has {task.classes} classes; the kernels "
+                                    "experiment needs a two-class or regression task (scalar output)")
+    return task
+
+
+def _targets(task: Dataset, y: torch.Tensor) -> torch.Tensor:
+    return (2.0 * y - 1.0) if task.classes else y.double()
+
+
+def _score(task: Dataset, pred: torch.Tensor) -> torch.Tensor:
+    """Test accuracy (classification, sign of the output) or MSE (regression), per row of pred."""
+    pred = pred.reshape(-1, task.y_test.shape[0])
+    if task.classes:
+        return ((pred > 0).long() == task.y_test).double().mean(1)
+    return ((pred - task.y_test) ** 2).mean(1)
+
+
+def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[int]) -> pd.DataFrame:
+    """Kernel predictors and trained networks of each width, on one task."""
+    spec = NetworkSpec(task.dim, (widths[0],) * s.depth, "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
+                       parametrization="ntk")
+    kfn = KernelFn(spec)
+    y = _targets(task, task.y_train)
+    k_tr, t_tr = kfn(task.x_train, kind="both")
+    k_te, t_te = kfn(task.x_test, task.x_train, kind="both")
+    lr = 1.0 / float(torch.linalg.eigvalsh(t_tr).max())
+    horizon = s.steps * lr
+    nngp, _ = gp_posterior(k_tr, y, k_te, noise=1e-8 * float(k_tr.diagonal().mean()))
+    ntk_inf, _ = ntk_predict(t_tr, y, t_te)
+    ntk_t, _ = ntk_predict(t_tr, y, t_te, t=horizon, lr=1.0)
+    rows = [{"task": task_name, "model": m, "width": None, "score": float(_score(task, p.T)[0]),
+             "score_sd": 0.0, "diverged": 0} for m, p in
+            (("NNGP", nngp), ("NTK t=inf", ntk_inf), ("NTK t=train", ntk_t))]
+    for width in widths:
+        wide = replace(spec, hidden=(width,) * s.depth)
+        nets = sample_ensemble(wide, s.networks, torch.Generator().manual_seed(s.seed + width),
+                               dtype=torch.float64)
+        result = train_gd(nets, task.x_train, y, lr, s.steps)
+        scores = _score(task, result.predict(task.x_test))[~result.diverged]
+        rows.append({"task": task_name, "model": "network", "width": width,
+                     "score": float(scores.mean()) if len(scores) else float("nan"),
+                     "score_sd": float(scores.std()) if len(scores) > 1 else 0.0,
+                     "diverged": int(result.diverged.sum())})
+    return pd.DataFrame(rows).assign(metric="accuracy" if task.classes else "mse", lr=lr)
+
+
+def ntk_convergence(s: KernelsSettings, points: int = 8) -> pd.DataFrame:
+    """Relative Frobenius error of empirical vs analytic NTK for each width and seed."""
+    x = torch.randn(points, 8, generator=torch.Generator().manual_seed(s.seed), dtype=torch.float64)
+    rows = []
+    for width in s.convergence_widths:
+        spec = NetworkSpec(8, (width, width), "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
+                           parametrization="ntk")
+        exact = KernelFn(spec)(x, kind="ntk")
+        for seed in range(s.convergence_seeds):
+            emp = spec_empirical_ntk(spec, x, seed=seed)
+            rows.append({"width": width, "seed": seed,
+                         "rel_error": float((emp - exact).norm() / exact.norm())})
+    return pd.DataFrame(rows)
+
+
+def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
+    """E[Theta(x,x)^2] / E[Theta(x,x)]^2 over networks at initialisation, against beta = depth/width."""
+    x = torch.ones(1, 8, dtype=torch.float64)
+    rows = []
+    for depth in s.fluctuation_depths:
+        for width in s.fluctuation_widths:
+            spec = NetworkSpec(8, (width,) * depth, "relu", sigma_w=math.sqrt(2), sigma_b=0.0,
+                               bias=False, parametrization="ntk")
+            nets = sample_ensemble(spec, s.fluctuation_networks,
+                                   torch.Generator().manual_seed(s.seed + 1000 * depth + width),
+                                   dtype=torch.float64)
+            theta = per_network_ntk_diagonal(nets, x)[:, 0]
+            rows.append({"depth": depth, "width": width, "beta": depth / width,
+                         "ratio": float((theta**2).mean() / theta.mean() ** 2),
+                         "hanin_nica": math.exp(5 * depth / width)})
+    return pd.DataFrame(rows)
+
+
+def run_kernels(store: Store, s: KernelsSettings, out: Path) -> dict[str, Any]:
+    """Run (or resume) the experiment; return tables, figures and claims."""
+    run_id = store.start_run("kernels", s.to_dict(), s.seed)
+    done = store.table("kernels_results", run_id)
+    for name in s.tasks:
+        if len(done) and name in set(done["task"]):
+            continue
+        store.append_rows("kernels_results", run_id,
+                          task_cells(name, load_task(name, s.seed), s, list(s.widths)))
+    for table, fn in (("kernels_convergence", ntk_convergence), ("kernels_fluctuations", ntk_fluctuations)):
+        if not len(store.table(table, run_id)):
+            store.append_rows(table, run_id, fn(s))
+    store.finish_run(run_id)
+    results = store.table("kernels_results", run_id).drop(columns="run_id")
+    conv = store.table("kernels_convergence", run_id).drop(columns="run_id")
+    fluct = store.table("kernels_fluctuations", run_id).drop(columns="run_id")
+    fit = stats.linregress(np.log(conv["width"]), np.log(conv["rel_error"]))
+    figs = {
+        "kernel_gap": figures.kernel_gap(results, out / "kernel_gap.png"),
+        "ntk_convergence": figures.ntk_convergence(conv, fit.slope, fit.intercept,
+                                                   out / "ntk_convergence.png"),
+        "ntk_fluctuations": figures.ntk_fluctuations(fluct, out / "ntk_fluctuations.png"),
+    }
+    return {"run_id": run_id, "results": results, "convergence": conv, "fluctuations": fluct,
+            "exponent": (fit.slope, fit.stderr), "figures": figs,
+            "claims": kernel_claims(results, fit, fluct)}
+
+
+def kernel_claims(results: pd.DataFrame, fit, fluct: pd.DataFrame) -> list[dict[str, str]]:
+    slope, se = fit.slope, fit.stderr
+    rho = stats.spearmanr(fluct["beta"], fluct["ratio"])[0]
+    beta, log_ratio = fluct["beta"].to_numpy(), np.log(fluct["ratio"].to_numpy())
+    rate = float(beta @ log_ratio / (beta @ beta))  # least squares of log ratio = c * beta
+    claims = [
+        {"claim": "B2: the empirical NTK converges to the analytic NTK, error ~ width^-1/2",
+         "measured": f"fitted exponent {slope:.3f} +- {1.96 * se:.3f} (95 % CI)",
+         "verdict": "consistent" if abs(slope + 0.5) <= 1.96 * se + 0.05 else "rejected"},
+        {"claim": "B2: NTK fluctuations at init grow with depth/width (Hanin & Nica: exp(5 beta))",
+         "measured": f"Spearman(beta, E[T^2]/E[T]^2) = {rho:.2f}; fitted ratio = exp({rate:.2f} beta) "
+                     f"against exp(5 beta); at beta = {fluct['beta'].max():.3g}: "
+                     f"{fluct.loc[fluct['beta'].idxmax(), 'ratio']:.2f} vs {fluct['hanin_nica'].max():.2f}",
+         "verdict": "grows with beta" if rho > 0.8 else "does not grow"},
+    ]
+    for task, rows in results.groupby("task", sort=False):
+        nets = rows[rows["model"] == "network"].sort_values("width")
+        kernel = rows.set_index("model")
+        metric = rows["metric"].iloc[0]
+        claims.append({
+            "claim": f"B3: on {task}, do trained nets match their kernels?",
+            "measured": f"{metric}: NNGP {kernel.loc['NNGP', 'score']:.3f}, NTK(t=inf) "
+                        f"{kernel.loc['NTK t=inf', 'score']:.3f}, NTK(t=train) "
+                        f"{kernel.loc['NTK t=train', 'score']:.3f}; nets of width "
+                        + ", ".join(f"{int(r.width)}: {r.score:.3f}+-{r.score_sd:.3f}"
+                                    for r in nets.itertuples()),
+            "verdict": "measured"})
+    return claims
