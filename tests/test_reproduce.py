@@ -1,5 +1,6 @@
 import re
 
+from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
 from nnbias.experiments.reproduce import reproduce
 from nnbias.experiments.sampling import SamplingConfig
@@ -11,13 +12,17 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
     settings = PfmapSettings(SamplingConfig(NetworkSpec(6, (20, 20)), 60_000, chunk_size=20_000),
                              theorem_samples=60_000, exact_samples=100_000)
     with Store(tmp_path / "s.duckdb") as st:
-        result = reproduce(st, tmp_path / "out", settings, quiet=True)
+        small = KernelsSettings(tasks=("digits-0-1",), widths=(32, 128), networks=2, steps=200,
+                                convergence_widths=(32, 128, 512), convergence_seeds=2,
+                                fluctuation_depths=(1, 3), fluctuation_widths=(16, 64),
+                                fluctuation_networks=100)
+        result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 7
     assert "<th>verdict</th>" in html and not re.search(r'src="(?!data:)', html)
-    assert {"pfmap_top", "pfmap_theorem", "pfmap_exact"} <= tables
-    simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"])
+    assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results"} <= tables
+    simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"][:4])
     # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them
     assert theorem == "consistent" and exact == "agree"
     assert simplicity == "supported"

@@ -101,3 +101,101 @@ def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int 
         "fraction_of_matmul_peak": effective / gflops,
         "hours_for_1e8": 1e8 / engine / 3600,
     }
+
+
+def _peak_case(case: str, n: int, dtype: str, queue) -> None:
+    """One kernel benchmark case in a fresh process: (seconds, peak RSS in MiB)."""
+    import resource
+
+    import numpy as np
+
+    from nnbias.engines.empirical import spec_empirical_ntk
+    from nnbias.engines.kernels import KernelFn
+    from nnbias.estimators.gp import gp_posterior
+
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    x = torch.randn(n, 32, dtype=dt)
+    spec = NetworkSpec(32, (512, 512, 512), "relu", parametrization="ntk", sigma_w=1.4, sigma_b=0.1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if case == "analytic":
+        KernelFn(spec)(x, kind="ntk", dtype=dt)
+    elif case == "analytic_naive":
+        _naive_relu_ntk(x.numpy(), spec)
+    elif case == "gp_solve":
+        k = KernelFn(spec)(x, kind="nngp", dtype=dt)
+        start = time.perf_counter()
+        gp_posterior(k, torch.randn(n, 1, dtype=dt), k[:100], noise=1e-6)
+    elif case == "gp_solve_naive":
+        k = KernelFn(spec)(x, kind="nngp", dtype=dt).numpy()
+        start = time.perf_counter()
+        k[:100] @ np.linalg.inv(k + 1e-6 * np.eye(n)) @ np.random.default_rng(0).normal(size=(n, 1))
+    elif case == "empirical":
+        spec_empirical_ntk(spec, x, dtype=dt)
+    elif case == "empirical_loop":
+        _loop_empirical_ntk(spec, x)
+    seconds = time.perf_counter() - start
+    queue.put((seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))
+
+
+def _naive_relu_ntk(x, spec: NetworkSpec):
+    """Baseline: the same recursion on the whole matrix in numpy, no blocking."""
+    import numpy as np
+
+    q = x @ x.T / x.shape[1]
+    theta = np.zeros_like(q)
+    for layer in range(spec.depth + 1):
+        k = spec.sigma_w**2 * q + spec.sigma_b**2
+        theta = k + spec.sigma_w**2 * theta
+        if layer == spec.depth:
+            return theta
+        d = np.sqrt(np.diag(k))
+        rho = np.clip(k / np.outer(d, d), -1, 1)
+        angle = np.arccos(rho)
+        q = np.outer(d, d) / (2 * np.pi) * (np.sin(angle) + (np.pi - angle) * rho)
+        theta = theta * (np.pi - angle) / (2 * np.pi)
+
+
+def _loop_empirical_ntk(spec: NetworkSpec, x: torch.Tensor) -> torch.Tensor:
+    """Baseline: per-sample Jacobians materialised one input at a time in a Python loop."""
+    from nnbias.engines.ensemble import sample_ensemble
+
+    nets = sample_ensemble(spec, 1, torch.Generator().manual_seed(0), dtype=x.dtype)
+    fn, params = nets.functional()
+    params = [p.detach().requires_grad_(True) for p in params]
+    rows = []
+    for xi in x:
+        grads = torch.autograd.grad(fn(params, xi.unsqueeze(0)).sum(), params)
+        rows.append(torch.cat([g.flatten() for g in grads]))
+    jac = torch.stack(rows)
+    return jac @ jac.T
+
+
+def _measure(case: str, n: int, dtype: str = "float64") -> tuple[float, float]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_case, args=(case, n, dtype, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def bench_kernels(n_analytic: int = 4000, n_empirical: int = 500) -> dict[str, Any]:
+    """Kernel engines beside straightforward implementations, each in a fresh process."""
+    rows = {}
+    for name, case, n, dtype in (
+        ("analytic NTK float32", "analytic", n_analytic, "float32"),
+        ("analytic NTK float64", "analytic", n_analytic, "float64"),
+        ("  baseline: unblocked numpy recursion", "analytic_naive", n_analytic, "float64"),
+        ("GP solve (Cholesky)", "gp_solve", n_analytic, "float64"),
+        ("  baseline: explicit inverse", "gp_solve_naive", n_analytic, "float64"),
+        ("empirical NTK width 512 depth 3", "empirical", n_empirical, "float32"),
+        ("  baseline: per-sample Jacobian loop", "empirical_loop", n_empirical, "float32"),
+    ):
+        seconds, mib = _measure(case, n, dtype)
+        rows[name] = {"n": n, "seconds": seconds, "peak_mib": mib}
+    return rows

@@ -210,6 +210,103 @@ def reproduce(
                    for c in result["claims"]) + f"\nreport: {result['report']}")
 
 
+@app.command()
+def kernel(
+    x: Path = typer.Option(..., "--x", help="Inputs, an (N, d) .npy array."),
+    x2: Path = typer.Option(None, "--x2", help="Second inputs (M, d) .npy [default: x]."),
+    depth: int = typer.Option(1, help="Number of hidden layers (dense + activation each)."),
+    activation: str = typer.Option("relu", help="relu, erf, linear, tanh, gelu, sign, step."),
+    sigma_w: float = typer.Option(1.0),
+    sigma_b: float = typer.Option(0.0),
+    kind: str = typer.Option("nngp", help="nngp or ntk."),
+    parametrization: str = typer.Option("ntk", help="ntk or standard."),
+    width: int = typer.Option(1024, help="Hidden width (only the standard-parametrization NTK uses it)."),
+    dtype: str = typer.Option("float64", help="float32 or float64."),
+    out: Path = typer.Option(..., "--out", help="Where to write the (N, M) kernel as .npy."),
+    as_json: bool = JSON,
+) -> None:
+    """Analytic NNGP/NTK Gram matrix of an MLP, between .npy files (language-neutral)."""
+    import numpy as np
+    import torch
+
+    from nnbias.engines.kernels import KernelFn
+    from nnbias.spec import NetworkSpec
+
+    check_choice("kind", kind, ("nngp", "ntk"))
+    check_choice("dtype", dtype, ("float32", "float64"))
+    check_int("depth", depth, minimum=0)
+    arrays = [_load_npy(p) for p in (x, x2) if p is not None]
+    spec = NetworkSpec(arrays[0].shape[1] if arrays[0].ndim == 2 else 1, (width,) * depth, activation,
+                       sigma_b > 0, "gaussian", sigma_w, sigma_b,
+                       parametrization=parametrization)
+    gram = KernelFn(spec)(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
+                          kind=kind, dtype=getattr(torch, dtype))
+    try:
+        np.save(out, gram.numpy())
+    except OSError as e:
+        raise NNBiasError(f"out={str(out)!r} cannot be written: {e.strerror}") from None
+    emit({"out": str(out), "shape": list(gram.shape), "kind": kind, "spec": spec.to_dict()}, as_json,
+         f"wrote {kind} kernel {tuple(gram.shape)} to {out}")
+
+
+def _load_npy(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        raise NNBiasError(f"input file {str(path)!r} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise NNBiasError(f"input file {str(path)!r} is not a .npy array ({e})") from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise NNBiasError(f"input file {str(path)!r} holds shape {arr.shape} {arr.dtype}; "
+                          "expected a numeric (N, d) array")
+    return arr.astype(np.float64)
+
+
+@app.command()
+def kernels(
+    tasks: str = typer.Option("digits-3-5,parity-d10-k2,single-index",
+                              help="Comma-separated tasks: digits-3-5, digits-0-1, parity-d10-k2, "
+                                   "parity-d10-k3, linear, single-index."),
+    widths: str = typer.Option("64,256,1024", help="Widths of the trained networks."),
+    depth: int = typer.Option(1),
+    networks: int = typer.Option(4, help="Networks trained per width."),
+    steps: int = typer.Option(1000, help="Full-batch gradient-descent steps."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/kernels"), help="Folder for figures."),
+    as_json: bool = JSON,
+) -> None:
+    """Kernel predictors (NNGP, NTK) against trained finite networks; NTK convergence and fluctuations."""
+    from nnbias.experiments.kernels import KernelsSettings, run_kernels
+    from nnbias.store import Store
+
+    settings = KernelsSettings(tuple(t.strip() for t in tasks.split(",")), parse_widths(widths),
+                               check_int("depth", depth, minimum=1),
+                               check_int("networks", networks, minimum=1),
+                               check_int("steps", steps, minimum=1), seed=check_int("seed", seed, minimum=0))
+    with Store(store) as st:
+        result = run_kernels(st, settings, out)
+    emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
+         + "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
+                     for c in result["claims"]))
+
+
+@bench_app.command("kernels")
+def bench_kernels_cmd(
+    n: str = typer.Option("4000", help="Inputs for the analytic Gram matrix and GP solve."),
+    n_empirical: str = typer.Option("500", help="Inputs for the empirical NTK."),
+    as_json: bool = JSON,
+) -> None:
+    """Analytic NTK, GP solve and empirical NTK beside straightforward implementations."""
+    from nnbias.bench import bench_kernels
+
+    rows = bench_kernels(parse_count("n", n), parse_count("n_empirical", n_empirical))
+    emit(rows, as_json, "\n".join(f"{name:<40} N={r['n']:<6} {r['seconds']:8.2f} s  "
+                                   f"peak +{r['peak_mib']:7.0f} MiB" for name, r in rows.items()))
+
+
 @bench_app.command("pfmap")
 def bench_pfmap_cmd(
     samples: str = typer.Option("524288", help="Networks for the batched engine."),

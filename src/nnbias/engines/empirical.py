@@ -2,8 +2,9 @@
 
 Two strategies, both batched over inputs, chosen automatically by size:
 
-* ``jacobian``: per-sample Jacobians J (N, O, P) by ``vmap(jacrev)``, then
-  Theta = J1 J2^T contracted over parameters. Fast when N * O * P fits memory.
+* ``jacobian``: per-sample Jacobians J (N, O, P) by ``vmap(jacrev)``, each
+  computed once, then Theta = J1 J2^T contracted over parameters. Fast when
+  N * O * P fits memory (``MEMORY_BUDGET``).
 * ``ntvp``: NTK-vector products: for each basis vector of the outputs on x2, a
   vjp (back to parameter space) then a jvp on x1. Memory O(P + N1 N2 O^2),
   for networks whose Jacobians do not fit.
@@ -22,22 +23,22 @@ from nnbias.engines.ensemble import sample_ensemble
 from nnbias.errors import check_choice, check_int
 from nnbias.spec import NetworkSpec
 
-MEMORY_BUDGET = 2**30  # bytes of Jacobian the 'jacobian' strategy may hold at once
+MEMORY_BUDGET = 2**32  # bytes of Jacobians the 'jacobian' strategy may hold (all inputs at once)
 
 
-def _jacobian_ntk(fn, params, x1, x2, trace):
-    def one(p, x):  # outputs of one input, (O,)
-        return fn(p, x.unsqueeze(0))[0]
+def _jacobians(fn, params, x, block):
+    """Per-sample Jacobians of ``fn`` w.r.t. each parameter tensor, (N, O, P_l), in input blocks."""
+    def one(p, xi):  # outputs of one input, (O,)
+        return fn(p, xi.unsqueeze(0))[0]
 
     jac = vmap(jacrev(one), (None, 0))
-    j1 = jac(params, x1)
-    j2 = j1 if x2 is x1 else jac(params, x2)
-    total = 0
-    for a, b in zip(j1, j2, strict=True):
-        a, b = a.flatten(2), b.flatten(2)  # (N, O, P_l)
-        total = total + (torch.einsum("iop,jop->ij", a, b) if trace
-                         else torch.einsum("iop,jqp->ijoq", a, b))
-    return total
+    parts = [[j.flatten(2) for j in jac(params, x[i:i + block])] for i in range(0, x.shape[0], block)]
+    return [torch.cat(layer) for layer in zip(*parts, strict=True)]
+
+
+def _contract(j1, j2, trace):
+    spec = "iop,jop->ij" if trace else "iop,jqp->ijoq"
+    return sum(torch.einsum(spec, a, b) for a, b in zip(j1, j2, strict=True))
 
 
 def _ntvp_ntk(fn, params, x1, x2, trace):
@@ -65,14 +66,18 @@ def ntk_of_function(fn: Callable, params: list[torch.Tensor], x1: torch.Tensor,
     if strategy == "auto":
         n_params = sum(p.numel() for p in params)
         outputs = fn(params, x1[:1]).shape[1]
-        jac_bytes = 2 * block * outputs * n_params * params[0].element_size()
+        inputs = x1.shape[0] + (0 if x2 is None else x2.shape[0])
+        jac_bytes = inputs * outputs * n_params * params[0].element_size()
         strategy = "jacobian" if jac_bytes <= MEMORY_BUDGET else "ntvp"
-    kernel = _jacobian_ntk if strategy == "jacobian" else _ntvp_ntk
+    if strategy == "jacobian":  # every Jacobian is computed once, then contracted
+        j1 = _jacobians(fn, params, x1, block)
+        j2 = j1 if x2 is None else _jacobians(fn, params, x2, block)
+        return _contract(j1, j2, mode == "trace").detach()
     rows = []
     for i in range(0, x1.shape[0], block):
         a = x1[i:i + block]
-        cols = [kernel(fn, params, a, a if (x2 is None and j == i) else x2_[j:j + block],
-                       mode == "trace") for j in range(0, x2_.shape[0], block)]
+        cols = [_ntvp_ntk(fn, params, a, x2_[j:j + block], mode == "trace")
+                for j in range(0, x2_.shape[0], block)]
         rows.append(torch.cat(cols, dim=1))
     return torch.cat(rows, dim=0).detach()
 

@@ -92,7 +92,7 @@ def _widths(spec: NetworkSpec) -> list[int]:
 class KernelFn:
     """The analytic kernel function of one spec: ``KernelFn(spec)(x1, x2, "ntk")``."""
 
-    def __init__(self, spec: NetworkSpec, method: str = "auto", quadrature_nodes: int = 48):
+    def __init__(self, spec: NetworkSpec, method: str = "auto", quadrature_nodes: int = 96):
         self.spec = spec
         check_choice("method", method, ("auto", "closed_form", "quadrature"))
         if method == "closed_form":
@@ -119,13 +119,17 @@ class KernelFn:
             q = self._dual(k, k, k, False)[0]
         return out
 
-    def _block(self, x1, x2, d1, d2, ntk: bool):
+    def _block(self, x1, x2, d1, d2, ntk: bool, same: bool):
+        """One Gram block. ``same``: a diagonal block of K(x, x), whose diagonal is pinned to the
+        propagated K(x, x) so that rho = 1 exactly there (arccos near 1 would amplify rounding)."""
         spec = self.spec
         sb2 = spec.sigma_b**2 if spec.bias else 0.0
         q = x1 @ x2.T / x1.shape[1]
         theta = torch.zeros_like(q) if ntk else None
         for layer, fan_in in enumerate(_widths(spec)):
             k = spec.sigma_w**2 * q + sb2
+            if same and layer < spec.depth:
+                k.diagonal().copy_(d1[layer])
             if ntk:
                 if spec.parametrization == "ntk":
                     theta = k + spec.sigma_w**2 * theta
@@ -145,6 +149,7 @@ class KernelFn:
         if kind != "nngp" and self.spec.activation in NO_NTK:
             raise NNBiasError(f"the NTK of activation={self.spec.activation!r} does not exist "
                               "(its derivative is a delta); use kind='nngp'")
+        x2_is_x1 = x2 is None
         x1 = torch.as_tensor(x1).to(dtype)
         x2 = x1 if x2 is None else torch.as_tensor(x2).to(dtype)
         require(x1.ndim == 2 and x2.ndim == 2 and x1.shape[1] == x2.shape[1] == self.spec.input_dim,
@@ -160,7 +165,7 @@ class KernelFn:
         for i in range(0, x1.shape[0], block):
             for j in range(0, x2.shape[0], block):
                 k, t = self._block(x1[i:i + block], x2[j:j + block], [d[i:i + block] for d in d1],
-                                   [d[j:j + block] for d in d2], kind != "nngp")
+                                   [d[j:j + block] for d in d2], kind != "nngp", x2_is_x1 and i == j)
                 nngp[i:i + block, j:j + block] = k
                 if ntk is not None:
                     ntk[i:i + block, j:j + block] = t
