@@ -60,3 +60,25 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way
+
+
+def test_kernel_command_writes_the_analytic_kernel(tmp_path):
+    import numpy as np
+    import torch
+
+    from nnbias.engines.kernels import KernelFn
+    from nnbias.spec import NetworkSpec
+
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    np.save(tmp_path / "x.npy", x)
+    r = nnbias("kernel", "--x", str(tmp_path / "x.npy"), "--depth", "2", "--activation", "erf",
+               "--sigma-w", "1.5", "--sigma-b", "0.2", "--kind", "ntk", "--out", str(tmp_path / "k.npy"),
+               "--json")
+    assert r.returncode == 0, r.stderr
+    spec = NetworkSpec(3, (1024, 1024), "erf", sigma_w=1.5, sigma_b=0.2, parametrization="ntk")
+    assert np.allclose(np.load(tmp_path / "k.npy"), KernelFn(spec)(torch.from_numpy(x), kind="ntk").numpy())
+    bad = nnbias("kernel", "--x", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "k.npy"))
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    step = nnbias("kernel", "--x", str(tmp_path / "x.npy"), "--activation", "step", "--kind", "ntk",
+                  "--out", str(tmp_path / "k.npy"))
+    assert step.returncode == 2 and "does not exist" in step.stderr
