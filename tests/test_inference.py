@@ -82,3 +82,15 @@ def test_linear_algebra_is_careful():
         gp_posterior(torch.full((2, 2), math.nan), torch.zeros(2, 1), torch.zeros(1, 2))
     with pytest.raises(NNBiasError, match="t=-1"):
         ntk_predict(torch.eye(2), torch.zeros(2, 1), torch.zeros(1, 2), t=-1)
+
+
+def test_ten_class_digits_as_regression_on_one_hot_targets():
+    from nnbias.estimators.gp import one_hot
+    from nnbias.tasks.datasets import digits
+
+    task = digits(None, train=500)
+    spec = NetworkSpec(64, (512,), "relu", sigma_w=1.4, sigma_b=0.1)
+    mean, _ = gp_posterior(KernelFn(spec)(task.x_train), one_hot(task.y_train, 10),
+                           KernelFn(spec)(task.x_test, task.x_train), noise=1e-3)
+    accuracy = float((mean.argmax(1) == task.y_test).double().mean())
+    assert accuracy > 0.93  # a kernel method on 8x8 digits with 500 examples

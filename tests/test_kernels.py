@@ -8,8 +8,8 @@ from scipy import stats
 from nnbias.engines.empirical import (
     empirical_ntk,
     monte_carlo_kernels,
-    per_network_ntk_diagonal,
     spec_empirical_ntk,
+    structured_ntk,
 )
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
@@ -36,7 +36,7 @@ def test_analytic_nngp_matches_monte_carlo_within_sampling_error(activation):
 def test_analytic_ntk_matches_monte_carlo_within_sampling_error(activation, parametrization):
     spec = NetworkSpec(5, (32,), activation, sigma_w=1.2, sigma_b=0.3, parametrization=parametrization)
     nets = sample_ensemble(spec, 4000, torch.Generator().manual_seed(2), dtype=torch.float64)
-    theta = per_network_ntk_diagonal(nets, X)  # (K, N)
+    theta = structured_ntk(nets, X).diagonal(dim1=1, dim2=2)  # (K, N)
     exact = KernelFn(spec)(X, kind="ntk").diagonal()
     z = (theta.mean(0) - exact) / (theta.std(0) / math.sqrt(theta.shape[0]))
     assert z.abs().max() < 5
@@ -106,7 +106,7 @@ def test_ntk_fluctuations_grow_with_depth_over_width():
                                parametrization="ntk")
             nets = sample_ensemble(spec, 300, torch.Generator().manual_seed(depth * width),
                                    dtype=torch.float64)
-            theta = per_network_ntk_diagonal(nets, x)[:, 0]
+            theta = structured_ntk(nets, x)[:, 0, 0]
             ratios.append(float((theta**2).mean() / theta.mean() ** 2))
             betas.append(depth / width)
     assert stats.spearmanr(betas, ratios)[0] > 0.8
@@ -131,3 +131,18 @@ def test_empirical_ntk_strategies_and_a_per_sample_loop_agree():
     assert torch.allclose(jac, loop, atol=1e-10) and torch.allclose(ntvp, loop, atol=1e-10)
     trace = empirical_ntk(model, X, X[:3])
     assert torch.allclose(trace, loop[:, :3].diagonal(dim1=2, dim2=3).sum(-1), atol=1e-10)
+
+
+@pytest.mark.parametrize("parametrization", ["ntk", "standard"])
+@pytest.mark.parametrize("activation, bias", [("relu", True), ("tanh", False), ("gelu", True)])
+def test_structured_ntk_equals_jacobian_contraction(parametrization, activation, bias):
+    spec = NetworkSpec(5, (12, 9), activation, bias=bias, sigma_b=0.4, parametrization=parametrization)
+    nets = sample_ensemble(spec, 3, torch.Generator().manual_seed(5), dtype=torch.float64)
+    fast = structured_ntk(nets, X, X[:4])
+    fn, params = nets.functional()
+    from nnbias.engines.empirical import ntk_of_function
+    for k in range(3):
+        def one(p, x, k=k):
+            return fn(p, x)[k].unsqueeze(1)
+        assert torch.allclose(fast[k], ntk_of_function(one, params, X, X[:4], strategy="jacobian"),
+                              atol=1e-10)

@@ -133,6 +133,8 @@ def _peak_case(case: str, n: int, dtype: str, queue) -> None:
         k[:100] @ np.linalg.inv(k + 1e-6 * np.eye(n)) @ np.random.default_rng(0).normal(size=(n, 1))
     elif case == "empirical":
         spec_empirical_ntk(spec, x, dtype=dt)
+    elif case == "empirical_jacobian":
+        spec_empirical_ntk(spec, x, dtype=dt, strategy="jacobian")
     elif case == "empirical_loop":
         _loop_empirical_ntk(spec, x)
     seconds = time.perf_counter() - start
@@ -193,7 +195,8 @@ def bench_kernels(n_analytic: int = 4000, n_empirical: int = 500) -> dict[str, A
         ("  baseline: unblocked numpy recursion", "analytic_naive", n_analytic, "float64"),
         ("GP solve (Cholesky)", "gp_solve", n_analytic, "float64"),
         ("  baseline: explicit inverse", "gp_solve_naive", n_analytic, "float64"),
-        ("empirical NTK width 512 depth 3", "empirical", n_empirical, "float32"),
+        ("empirical NTK width 512 depth 3 (structured)", "empirical", n_empirical, "float32"),
+        ("empirical NTK, torch.func vmap(jacrev)", "empirical_jacobian", n_empirical, "float32"),
         ("  baseline: per-sample Jacobian loop", "empirical_loop", n_empirical, "float32"),
     ):
         seconds, mib = _measure(case, n, dtype)

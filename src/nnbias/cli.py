@@ -303,7 +303,7 @@ def bench_kernels_cmd(
     from nnbias.bench import bench_kernels
 
     rows = bench_kernels(parse_count("n", n), parse_count("n_empirical", n_empirical))
-    emit(rows, as_json, "\n".join(f"{name:<40} N={r['n']:<6} {r['seconds']:8.2f} s  "
+    emit(rows, as_json, "\n".join(f"{name:<48} N={r['n']:<6} {r['seconds']:8.2f} s  "
                                    f"peak +{r['peak_mib']:7.0f} MiB" for name, r in rows.items()))
 
 

@@ -38,6 +38,14 @@ _IN_PLACE = {
 }
 
 
+def activation_derivative(name: str, z: torch.Tensor) -> torch.Tensor:
+    """phi'(z) elementwise, by autograd (0 almost everywhere for sign and step)."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(_OUT_OF_PLACE[name](z).sum(), z, allow_unused=True)
+    return torch.zeros_like(z) if grad is None else grad
+
+
 def activation_fn(name: str, inplace: bool = False):
     """Elementwise activation by name; ``inplace`` overwrites its (fresh) argument to save a pass."""
     return _IN_PLACE.get(name, _OUT_OF_PLACE[name]) if inplace else _OUT_OF_PLACE[name]

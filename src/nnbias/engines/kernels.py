@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from nnbias.engines.ensemble import activation_fn
+from nnbias.engines.ensemble import activation_derivative, activation_fn
 from nnbias.errors import NNBiasError, check_choice, require
 from nnbias.spec import NetworkSpec
 
@@ -62,13 +62,11 @@ class _Quadrature:
         z, w = np.polynomial.hermite_e.hermegauss(nodes)
         self.z = torch.tensor(z, dtype=dtype, device=device)
         self.w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype, device=device)
+        self.name = name
         self.phi = activation_fn(name)
 
     def dphi(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.phi(x).sum(), x)
-        return g
+        return activation_derivative(self.name, x)
 
     def __call__(self, k11, k22, k12, derivative):
         s1, s2 = torch.sqrt(k11), torch.sqrt(k22)

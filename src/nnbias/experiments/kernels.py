@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from nnbias.engines.empirical import per_network_ntk_diagonal, spec_empirical_ntk
+from nnbias.engines.empirical import spec_empirical_ntk, structured_ntk
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import train_gd
@@ -144,7 +144,7 @@ def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
             nets = sample_ensemble(spec, s.fluctuation_networks,
                                    torch.Generator().manual_seed(s.seed + 1000 * depth + width),
                                    dtype=torch.float64)
-            theta = per_network_ntk_diagonal(nets, x)[:, 0]
+            theta = structured_ntk(nets, x)[:, 0, 0]
             rows.append({"depth": depth, "width": width, "beta": depth / width,
                          "ratio": float((theta**2).mean() / theta.mean() ** 2),
                          "hanin_nica": math.exp(5 * depth / width)})
