@@ -181,14 +181,9 @@ class Store:
 
     def replace_table(self, name: str, run_id: str, frame: pd.DataFrame) -> None:
         """Write an experiment's result table rows for one run (replacing earlier ones)."""
-        frame = frame.assign(run_id=run_id)
-        self.con.register("incoming", frame)
-        try:
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+        if self._has_table(name):
             self.con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
-            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
-        finally:
-            self.con.unregister("incoming")
+        self.append_rows(name, run_id, frame)
 
     def append_rows(self, name: str, run_id: str, frame: pd.DataFrame) -> None:
         """Add finished cells of a sweep (one transaction), so a rerun can skip them."""
@@ -200,9 +195,12 @@ class Store:
         finally:
             self.con.unregister("incoming")
 
+    def _has_table(self, name: str) -> bool:
+        return bool(self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                             [name])[0])
+
     def table(self, name: str, run_id: str) -> pd.DataFrame:
         """Rows of an experiment table for one run (empty if the table does not exist yet)."""
-        exists = self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])
-        if not exists or not exists[0]:
+        if not self._has_table(name):
             return pd.DataFrame()
         return self.con.execute(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]).df()

@@ -108,12 +108,10 @@ class Ensemble:
 
         def fn(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             raw = iter(t * m for t, m in zip(p, mults, strict=True))
-            weights = [next(raw) for _ in self.weights] if not self.spec.bias else []
-            biases: list[torch.Tensor | None] = [None] * len(self.weights)
-            if self.spec.bias:
-                for _ in self.weights:
-                    weights.append(next(raw))
-                    biases[len(weights) - 1] = next(raw)
+            weights, biases = [], []
+            for b in self.biases:  # parameters come as w0, b0, w1, b1, ... (no b without bias)
+                weights.append(next(raw))
+                biases.append(None if b is None else next(raw))
             view = Ensemble(self.spec, weights, biases, self.scales, self.bias_scales)
             return view.forward(x, inplace=False)
 

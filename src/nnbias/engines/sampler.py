@@ -36,10 +36,6 @@ class FunctionCounts:
     tables: np.ndarray  # (U, bytes_per_table) uint8
     counts: np.ndarray  # (U,) int64
 
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
-
     @staticmethod
     def from_packed(packed: np.ndarray) -> FunctionCounts:
         rows = np.ascontiguousarray(packed)

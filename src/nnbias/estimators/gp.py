@@ -34,7 +34,6 @@ class Factor:
 
     eigvals: torch.Tensor
     eigvecs: torch.Tensor
-    jitter: float
 
     @staticmethod
     def of(matrix: torch.Tensor, name: str = "kernel") -> Factor:
@@ -51,7 +50,7 @@ class Factor:
         floor = PSD_TOLERANCE * top
         if float(vals.min()) <= floor:  # singular: add the smallest jitter that makes it definite
             jitter = floor - float(vals.min()) + floor
-        return Factor(vals.clamp_min(0) + jitter, vecs, jitter)
+        return Factor(vals.clamp_min(0) + jitter, vecs)
 
     def apply(self, fn, rhs: torch.Tensor) -> torch.Tensor:
         """fn(M) @ rhs for a scalar function fn of the eigenvalues."""
