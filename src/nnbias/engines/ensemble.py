@@ -72,12 +72,14 @@ class Ensemble:
         return self.weights[0].shape[0]
 
     def forward(self, x: torch.Tensor, inplace: bool = True) -> torch.Tensor:
-        """Outputs (K, N) of all K networks on inputs x of shape (N, input_dim).
+        """Outputs (K, N) of all K networks on shared inputs x (N, input_dim), or on
+        per-network inputs x (K, N, input_dim) such as each network's own minibatch.
 
         ``inplace=False`` keeps activations out of place, as autograd needs.
         """
         act = activation_fn(self.spec.activation, inplace)
-        h = x.T.to(self.weights[0].dtype).unsqueeze(0).expand(self.size, -1, -1)
+        x = x.to(self.weights[0].dtype)
+        h = x.transpose(1, 2) if x.ndim == 3 else x.T.unsqueeze(0).expand(self.size, -1, -1)
         last = len(self.weights) - 1
         layers = zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True)
         for layer, (w, b, s, bs) in enumerate(layers):

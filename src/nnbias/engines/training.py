@@ -1,28 +1,79 @@
 """Train K networks of one spec at once (stacked weights, one batched computation).
 
-Full-batch gradient descent on L_k = 1/2 sum_i (f_k(x_i) - y_i)^2 for each
-network k, in the spec's parametrization, i.e. the discrete version of the
-gradient flow whose infinite-width limit is the NTK predictor of
-``nnbias.estimators.gp.ntk_predict`` (with the same learning rate and
-t = steps * lr). A network whose loss becomes NaN/inf is frozen and reported
-as diverged instead of crashing the run.
+Each network has its own initialisation, its own minibatch order and its own
+fate: it stops (its parameters frozen) when it reaches 100 % training accuracy
+or a loss threshold, is marked diverged (and frozen) when its loss becomes
+NaN/inf, or runs into the epoch cap. The optimizers (SGD, heavy-ball momentum,
+Adam, Langevin) are written over the stacked tensors because per-network
+freezing is not something ``torch.optim`` can do: a frozen network's Adam
+moments must not move it either.
+
+Losses are per network, averaged over the minibatch: ``mse`` is
+1/2 (f - t)^2 with t = 2y - 1 for 0/1 labels (or y for real targets), ``ce`` is
+binary cross-entropy with logit f. Langevin dynamics
+p <- p - lr (grad L + wd p) + sqrt(2 lr T) xi samples exp(-(L + wd |p|^2 / 2) / T).
+
+``linearise(fn, params0)`` gives the first-order Taylor expansion of a network
+in its parameters, f0 + J (p - p0), which the same optimizers train.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.func import jvp
 
-from nnbias.engines.ensemble import Ensemble
-from nnbias.errors import check_int, check_positive
+from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, require
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "langevin")
+LOSSES = ("mse", "ce")
+STOPS = ("accuracy", "loss", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    batch_size: int | None = None  # None: full batch
+    loss: str = "ce"
+    max_epochs: int = 1000
+    stop: str = "accuracy"
+    loss_threshold: float = 1e-3
+    momentum: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("stop", self.stop, STOPS)
+        check_positive("lr", self.lr)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1)
+        check_int("max_epochs", self.max_epochs, minimum=1)
+        check_positive("loss_threshold", self.loss_threshold)
+        require(0 <= self.momentum < 1, f"momentum={self.momentum} is not allowed; expected 0 <= m < 1")
+        require(0 <= self.beta2 < 1, f"beta2={self.beta2} is not allowed; expected 0 <= b < 1")
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("temperature", self.temperature, allow_zero=True)
+
+    def label(self) -> str:
+        batch = "full" if self.batch_size is None else str(self.batch_size)
+        return f"{self.optimizer} lr={self.lr:g} batch={batch} {self.loss}"
 
 
 @dataclass
 class TrainResult:
     params: list[torch.Tensor]
-    fn: object
-    losses: torch.Tensor  # (K,) final training loss per network
+    fn: Callable
+    losses: torch.Tensor  # (K,) final full-training-set loss
+    accuracy: torch.Tensor  # (K,) final training accuracy (classification) or nan
+    epochs: torch.Tensor  # (K,) epochs run before stopping
+    converged: torch.Tensor  # (K,) bool: met the stopping criterion
     diverged: torch.Tensor  # (K,) bool
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,26 +82,135 @@ class TrainResult:
             return self.fn(self.params, x)
 
 
-def train_gd(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> TrainResult:
-    """Full-batch gradient descent of all K networks for ``steps`` steps with learning rate ``lr``."""
-    lr = check_positive("lr", lr)
-    steps = check_int("steps", steps, minimum=0)
-    fn, params = nets.functional()
+def linearise(fn: Callable, params0: list[torch.Tensor]) -> Callable:
+    """The network's first-order Taylor expansion in its parameters around ``params0``."""
+    base = [p.detach() for p in params0]
+
+    def fn_lin(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        f0, df = jvp(lambda q: fn(q, x), (base,), ([p - b for p, b in zip(params, base, strict=True)],))
+        return f0 + df
+
+    return fn_lin
+
+
+def _per_network_loss(out: torch.Tensor, y: torch.Tensor, loss: str, classification: bool) -> torch.Tensor:
+    """(K,) mean loss over each network's batch; out and y are (K, B)."""
+    if loss == "ce":
+        return torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none").mean(1)
+    target = 2 * y - 1 if classification else y
+    return 0.5 * ((out - target) ** 2).mean(1)
+
+
+def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+          config: TrainConfig, generator: torch.Generator | None = None,
+          trainable: list[bool] | None = None) -> TrainResult:
+    """Train the K networks ``fn(params, x) -> (K, N)`` on (x, y); see the module docstring."""
+    n = x.shape[0]
+    y = y.reshape(-1)
+    require(n > 0, "the training set S is empty; give at least one example")
+    require(y.shape[0] == n, f"{n} training inputs but {y.shape[0]} targets")
+    batch = n if config.batch_size is None else config.batch_size
+    require(batch <= n, f"batch_size={batch} is larger than the training set ({n}); "
+                        f"allowed 1..{n}")
+    classification = bool(((y == 0) | (y == 1)).all())
+    require(config.loss == "mse" or classification,
+            "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
+    if config.stop == "accuracy":
+        require(classification, "stop='accuracy' needs 0/1 labels; use stop='loss' or 'none'")
+    generator = generator or torch.Generator().manual_seed(0)
+    dtype = params[0].dtype
+    x, y = x.to(dtype), y.to(dtype)
     params = [p.detach().clone().requires_grad_(True) for p in params]
-    x = x.to(params[0].dtype)
-    y = y.to(params[0].dtype).reshape(1, -1)
-    alive = torch.ones(nets.size, dtype=torch.bool)
-    for _ in range(steps):
-        residual = fn(params, x) - y
-        loss = 0.5 * (residual**2).sum(1)  # (K,)
-        bad = ~torch.isfinite(loss)
-        if bad.any():
-            alive &= ~bad
-        grads = torch.autograd.grad(torch.where(alive, loss, 0.0).sum(), params)
+    trainable = trainable or [True] * len(params)
+    k = params[0].shape[0]
+    state = [torch.zeros_like(p) for p in params]
+    second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
+    active = torch.ones(k, dtype=torch.bool)
+    diverged = torch.zeros(k, dtype=torch.bool)
+    epochs = torch.zeros(k, dtype=torch.long)
+    step = 0
+
+    def evaluate():
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                mask = alive.view(-1, *([1] * (p.ndim - 1))).to(p.dtype)
-                p -= lr * torch.nan_to_num(g) * mask
-    with torch.no_grad():
-        final = 0.5 * ((fn(params, x) - y) ** 2).sum(1)
-    return TrainResult([p.detach() for p in params], fn, final, ~alive | ~torch.isfinite(final))
+            out = fn(params, x)
+            loss = _per_network_loss(out, y.expand_as(out), config.loss, classification)
+            acc = ((out > 0).to(dtype) == y).to(dtype).mean(1) if classification else \
+                torch.full((k,), math.nan, dtype=dtype)
+        return loss, acc
+
+    def met(loss, acc):
+        if config.stop == "accuracy":
+            return acc == 1
+        if config.stop == "loss":
+            return loss <= config.loss_threshold
+        return torch.zeros_like(active)
+
+    loss, acc = evaluate()
+    active &= ~met(loss, acc)
+    for _epoch in range(config.max_epochs):
+        if not active.any():
+            break
+        order = torch.argsort(torch.rand(k, n, generator=generator), dim=1)
+        for start in range(0, n - batch + 1, batch):
+            idx = order[:, start:start + batch]  # each network's own minibatch
+            xb = x[idx] if batch < n else x
+            yb = torch.gather(y.expand(k, n), 1, idx) if batch < n else y.expand(k, n)
+            out = fn(params, xb)
+            batch_loss = _per_network_loss(out, yb, config.loss, classification)
+            bad = ~torch.isfinite(batch_loss)
+            diverged |= bad & active
+            active &= ~bad
+            grads = torch.autograd.grad(torch.where(active, batch_loss, 0.0).sum(), params,
+                                        allow_unused=True)
+            step += 1
+            with torch.no_grad():
+                _update(params, grads, state, second, active, trainable, config, step, generator)
+        epochs += active.long()
+        loss, acc = evaluate()
+        bad = ~torch.isfinite(loss)
+        diverged |= bad & active
+        active &= ~bad & ~met(loss, acc)
+    converged = met(loss, acc) & ~diverged
+    return TrainResult([p.detach() for p in params], fn, loss, acc, epochs, converged, diverged)
+
+
+def _update(params, grads, state, second, active, trainable, config: TrainConfig, step: int,
+            generator: torch.Generator) -> None:
+    """One optimizer step for the networks still active (others keep parameters and state)."""
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if not trainable[i] or g is None:
+            continue
+        mask = active.view(-1, *([1] * (p.ndim - 1))).to(p.dtype)
+        g = torch.nan_to_num(g) + config.weight_decay * p
+        if config.optimizer == "sgd":
+            delta = g
+        elif config.optimizer == "momentum":
+            state[i].mul_(1 - mask * (1 - config.momentum)).add_(mask * g)
+            delta = state[i]
+        elif config.optimizer == "adam":
+            b1, b2 = config.momentum, config.beta2
+            state[i].add_(mask * (1 - b1) * (g - state[i]))
+            second[i].add_(mask * (1 - b2) * (g * g - second[i]))
+            m_hat = state[i] / (1 - b1**step)
+            v_hat = second[i] / (1 - b2**step)
+            delta = m_hat / (v_hat.sqrt() + 1e-8)
+        else:  # langevin
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            delta = g - math.sqrt(2 * config.temperature / config.lr) * noise
+        p -= config.lr * mask * delta
+
+
+def train_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> TrainResult:
+    """Full-batch gradient descent on L = 1/2 sum_i (f(x_i) - y_i)^2 (sum, not mean) for ``steps`` steps.
+
+    The discrete version of the gradient flow whose infinite-width limit is
+    ``nnbias.estimators.gp.ntk_predict`` with the same lr and t = steps * lr.
+    """
+    steps = check_int("steps", steps, minimum=0)
+    n = x.shape[0]
+    fn, params = nets.functional()
+    if steps == 0:
+        raise NNBiasError("steps=0 is not allowed; expected a whole number >= 1")
+    # mean-loss SGD with lr * n is sum-loss gradient descent with lr
+    config = TrainConfig("sgd", lr * n, None, "mse", steps, "none")
+    return train(fn, params, x, y.double(), config)
