@@ -31,15 +31,17 @@ def test_networks_reach_full_accuracy_and_stop(optimizer):
     assert (result.predict(X) > 0).double().eq(Y).all()
 
 
-def test_batched_training_equals_one_network_at_a_time():
+@pytest.mark.parametrize("optimizer, lr", [("momentum", 0.05), ("adam", 0.01)])
+def test_batched_training_equals_one_network_at_a_time(optimizer, lr):
     fn, params = nets(3).functional()
-    config = TrainConfig("adam", 0.01, None, "mse", 40, "none")
-    together = train(fn, params, X, Y, config).predict(X)
+    config = TrainConfig(optimizer, lr, None, "mse", 40, "accuracy")
+    together = train(fn, params, X, Y, config)
     for k in range(3):
-        fn1, p1 = sample_ensemble(NetworkSpec(5, (32, 32)), 3, torch.Generator().manual_seed(0),
-                                  dtype=torch.float64).functional()
-        alone = train(lambda p, x, f=fn1, k=k: f(p, x)[k:k + 1], p1, X, Y, config).predict(X)
-        assert torch.allclose(together[k], alone[0], atol=1e-10)
+        alone = train(fn, [p[k:k + 1] for p in params], X, Y, config)
+        assert torch.allclose(together.predict(X)[k], alone.predict(X)[0], atol=1e-10)
+        assert together.epochs[k] == alone.epochs[0]
+    with pytest.raises(NNBiasError, match="must match"):
+        train(lambda p, x: fn(p, x)[:1], params, X, Y, config)
 
 
 def test_stopped_networks_are_frozen():

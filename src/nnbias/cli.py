@@ -58,6 +58,11 @@ def emit(result: Any, as_json: bool, human: str) -> None:
         typer.echo(human)
 
 
+def claims_text(claims: list[dict[str, str]]) -> str:
+    """Claim, measurement and verdict, one block each, for the terminal."""
+    return "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}" for c in claims)
+
+
 def _jsonable(obj: Any) -> Any:
     import numpy as np
     import pandas as pd
@@ -131,8 +136,7 @@ def pfmap(
     top_rows = result["top"][["truth_table", "count", "p", "p_lo", "p_hi", "lz", "entropy"]]
     human = (f"{result['samples']:,} samples, {result['distinct_functions']:,} distinct functions "
              f"(run {result['run_id']})\n{top_rows.to_string(index=False)}\n\n"
-             + "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
-                         for c in result["claims"]))
+             + claims_text(result["claims"]))
     emit(result, as_json, human)
 
 
@@ -206,8 +210,7 @@ def reproduce(
     finally:
         getattr(ex, "close", lambda: None)()
     emit({"report": result["report"], "claims": result["claims"]}, as_json,
-         "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
-                   for c in result["claims"]) + f"\nreport: {result['report']}")
+         claims_text(result["claims"]) + f"\nreport: {result['report']}")
 
 
 @app.command()
@@ -289,8 +292,7 @@ def kernels(
     with Store(store) as st:
         result = run_kernels(st, settings, out)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
-         + "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}"
-                     for c in result["claims"]))
+         + claims_text(result["claims"]))
 
 
 @bench_app.command("kernels")

@@ -58,10 +58,10 @@ def _closed_form(name: str, k11: torch.Tensor, k22: torch.Tensor, k12: torch.Ten
 class _Quadrature:
     """E[phi(u)phi(v)] and E[phi'(u)phi'(v)] by 2-D Gauss-Hermite quadrature."""
 
-    def __init__(self, name: str, nodes: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, name: str, nodes: int):
         z, w = np.polynomial.hermite_e.hermegauss(nodes)
-        self.z = torch.tensor(z, dtype=dtype, device=device)
-        self.w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=dtype, device=device)
+        self.z = torch.from_numpy(z)
+        self.w = torch.from_numpy(w / math.sqrt(2 * math.pi))
         self.name = name
         self.phi = activation_fn(name)
 
@@ -69,17 +69,19 @@ class _Quadrature:
         return activation_derivative(self.name, x)
 
     def __call__(self, k11, k22, k12, derivative):
+        nodes = self.z.to(k12.dtype).to(k12.device)
+        weights = self.w.to(k12.dtype).to(k12.device)
         s1, s2 = torch.sqrt(k11), torch.sqrt(k22)
         rho = (k12 / (s1 * s2)).clamp(-1, 1)
         perp = torch.sqrt(1 - rho**2)
         value = torch.zeros_like(k12)
         deriv = torch.zeros_like(k12) if derivative else None
-        for zi, wi in zip(self.z, self.w, strict=True):  # one node of u at a time: bounded memory
+        for zi, wi in zip(nodes, weights, strict=True):  # one node of u at a time: bounded memory
             u = (s1 * zi).expand_as(k12).unsqueeze(-1)
-            v = s2.unsqueeze(-1) * (rho.unsqueeze(-1) * zi + perp.unsqueeze(-1) * self.z)
-            value += wi * (self.phi(u) * self.phi(v)) @ self.w
+            v = s2.unsqueeze(-1) * (rho.unsqueeze(-1) * zi + perp.unsqueeze(-1) * nodes)
+            value += wi * (self.phi(u) * self.phi(v)) @ weights
             if derivative:
-                deriv += wi * (self.dphi(u) * self.dphi(v)) @ self.w
+                deriv += wi * (self.dphi(u) * self.dphi(v)) @ weights
         return value, deriv
 
 
@@ -97,14 +99,13 @@ class KernelFn:
             require(spec.activation in CLOSED_FORMS,
                     f"activation={spec.activation!r} has no closed-form kernel; "
                     f"closed forms exist for {sorted(CLOSED_FORMS)}")
-        self.quadrature = method == "quadrature" or (method == "auto"
-                                                      and spec.activation not in CLOSED_FORMS)
-        self.nodes = quadrature_nodes
+        use_quadrature = method == "quadrature" or (method == "auto"
+                                                     and spec.activation not in CLOSED_FORMS)
+        self.quadrature = _Quadrature(spec.activation, quadrature_nodes) if use_quadrature else None
 
     def _dual(self, k11, k22, k12, derivative):
-        if self.quadrature:
-            return _Quadrature(self.spec.activation, self.nodes, k12.dtype, k12.device)(
-                k11, k22, k12, derivative)
+        if self.quadrature is not None:
+            return self.quadrature(k11, k22, k12, derivative)
         return _closed_form(self.spec.activation, k11, k22, k12, derivative)
 
     def _diagonal(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -155,7 +156,7 @@ class KernelFn:
                 f"input_dim={self.spec.input_dim}; expected (N, {self.spec.input_dim})")
         require(bool(torch.isfinite(x1).all() and torch.isfinite(x2).all()),
                 "inputs contain NaN or inf; clean the data first")
-        if self.quadrature:
+        if self.quadrature is not None:
             block = min(block, 256)  # quadrature holds (block, block, nodes) at once
         d1, d2 = self._diagonal(x1), self._diagonal(x2)
         nngp = torch.empty(x1.shape[0], x2.shape[0], dtype=dtype)

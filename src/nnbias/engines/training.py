@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp
 
-from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, require
+from nnbias.errors import check_choice, check_int, check_positive, require
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "langevin")
 LOSSES = ("mse", "ce")
@@ -112,7 +112,10 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     batch = n if config.batch_size is None else config.batch_size
     require(batch <= n, f"batch_size={batch} is larger than the training set ({n}); "
                         f"allowed 1..{n}")
-    classification = bool(((y == 0) | (y == 1)).all())
+    # 0/1 labels are classes only when the loss or the stopping rule asks for classes;
+    # otherwise MSE regresses on y as given
+    wants_classes = config.loss == "ce" or config.stop == "accuracy"
+    classification = wants_classes and bool(((y == 0) | (y == 1)).all())
     require(config.loss == "mse" or classification,
             "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
     if config.stop == "accuracy":
@@ -145,6 +148,10 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             return loss <= config.loss_threshold
         return torch.zeros_like(active)
 
+    with torch.no_grad():
+        outputs = fn(params, x[:1]).shape[0]
+    require(outputs == k, f"fn gives {outputs} network outputs but the parameters hold {k} networks; "
+                          "they must match")
     loss, acc = evaluate()
     active &= ~met(loss, acc)
     for _epoch in range(config.max_epochs):
@@ -206,11 +213,10 @@ def train_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> T
     The discrete version of the gradient flow whose infinite-width limit is
     ``nnbias.estimators.gp.ntk_predict`` with the same lr and t = steps * lr.
     """
-    steps = check_int("steps", steps, minimum=0)
+    steps = check_int("steps", steps, minimum=1)
+    lr = check_positive("lr", lr)
     n = x.shape[0]
     fn, params = nets.functional()
-    if steps == 0:
-        raise NNBiasError("steps=0 is not allowed; expected a whole number >= 1")
     # mean-loss SGD with lr * n is sum-loss gradient descent with lr
     config = TrainConfig("sgd", lr * n, None, "mse", steps, "none")
     return train(fn, params, x, y.double(), config)
