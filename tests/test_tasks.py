@@ -25,6 +25,11 @@ def test_boolean_targets():
     assert all(int(x.sum()) % 2 == int(y) for x, y in zip(task.x_train, task.y_train, strict=True))
     with pytest.raises(NNBiasError, match="target='0101'"):
         boolean_target(3, "0101")
+    # the target's random ones and the train/test split are independent draws: a
+    # balanced random target must give a training set with both labels in it
+    for seed in range(5):
+        balanced = boolean_task(7, "random:1.0", train=32, seed=seed)
+        assert 8 <= int(balanced.y_train.sum()) <= 24
 
 
 def test_teacher_and_parity_tasks():

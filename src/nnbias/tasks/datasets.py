@@ -60,8 +60,9 @@ class Dataset:
         return f"{self.name} ({kind}, d={self.dim}, train {len(self.y_train)}, test {len(self.y_test)})"
 
 
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(check_int("seed", seed, minimum=0))
+def _rng(seed: int, stream: int = 0) -> np.random.Generator:
+    """Generator for ``seed``; distinct ``stream``s are independent (a target and its split must be)."""
+    return np.random.default_rng([check_int("seed", seed, minimum=0), stream])
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, train: int, rng: np.random.Generator,
@@ -95,7 +96,7 @@ def boolean_target(n: int, target: str, seed: int = 0) -> str:
             ent = np.nan_to_num(-(ps * np.log2(ps) + (1 - ps) * np.log2(1 - ps)))
         ones = int(np.argmax(ent >= h - 1e-12))
         out = torch.zeros(2**n, dtype=torch.long)
-        out[torch.from_numpy(_rng(seed).permutation(2**n)[:ones])] = 1
+        out[torch.from_numpy(_rng(seed, stream=1).permutation(2**n)[:ones])] = 1
     else:
         require(len(target) == 2**n and set(target) <= {"0", "1"},
                 f"target={target!r} is not allowed; expected parity, majority, random:<entropy> "
