@@ -4,6 +4,7 @@ from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
 from nnbias.experiments.reproduce import reproduce
 from nnbias.experiments.sampling import SamplingConfig
+from nnbias.experiments.sgd_bayes import SgdBayesSettings
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 
@@ -16,12 +17,16 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
                                 convergence_widths=(32, 128, 512), convergence_seeds=2,
                                 fluctuation_depths=(1, 3), fluctuation_widths=(16, 64),
                                 fluctuation_networks=100)
-        result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small)
+        sgd = SgdBayesSettings(tasks=("bool5-0011",), methods=("sgd-b8",), runs=300, chunk_size=100,
+                               rejection_samples=100_000)
+        result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 7
+    assert html.count("data:image/png;base64,") == 8
     assert "<th>verdict</th>" in html and not re.search(r'src="(?!data:)', html)
-    assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results"} <= tables
+    assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
+            "psgd_chunks", "sgd_bayes_ep"} <= tables
+    assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"][:4])
     # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them
     assert theorem == "consistent" and exact == "agree"

@@ -103,6 +103,83 @@ def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int 
     }
 
 
+def _loop_training(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, config, runs: int) -> list[int]:
+    """Baseline: the straightforward way: one nn.Module and torch.optim per run, trained to 100 %."""
+    generator = torch.Generator().manual_seed(0)
+    epochs = []
+    for _ in range(runs):
+        layers: list[torch.nn.Module] = []
+        for i, (fan_in, fan_out) in enumerate(spec.layer_sizes):
+            layers.append(torch.nn.Linear(fan_in, fan_out))
+            if i < spec.depth:
+                layers.append(torch.nn.ReLU())
+        net = torch.nn.Sequential(*layers)
+        for m in net:
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.normal_(m.weight, std=spec.weight_scale(m.in_features))
+                torch.nn.init.normal_(m.bias, std=spec.sigma_b)
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr)
+        epoch = 0
+        for epoch in range(config.max_epochs + 1):  # noqa: B007 (the epoch count is the result)
+            with torch.no_grad():
+                if ((net(x)[:, 0] > 0).float() == y).all() or epoch == config.max_epochs:
+                    break
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), config.batch_size):
+                idx = order[start:start + config.batch_size]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        epochs.append(epoch)
+    return epochs
+
+
+def bench_train(runs: int = 8192, loop_runs: int = 30, workers: int | None = None) -> dict[str, Any]:
+    """Training runs/s to 100 % training accuracy: the batched engine beside a per-network loop.
+
+    7-40-40-1 ReLU (Gaussian prior sigma_w = sigma_b = 1), |S| = 64 points of the
+    Boolean target "0011"*32, SGD lr 0.1, batch 8, cross-entropy, epoch cap 500:
+    the P_SGD setting of ``sgd-vs-bayes``. The loop uses torch's default threads;
+    the engine runs chunks of 256 networks on ``workers`` threads.
+    """
+    from nnbias.engines.training import TrainConfig
+    from nnbias.estimators.posterior import trained_functions
+    from nnbias.tasks.datasets import boolean_task
+
+    task = boolean_task(7, "0011" * 32, train=64, seed=0)
+    spec = NetworkSpec(7, (40, 40), "relu")
+    config = TrainConfig("sgd", 0.1, 8, "ce", 500, "accuracy")
+    executor = LocalExecutor(workers)
+    chunk = 256
+    chunks = max(executor.workers, runs // chunk)
+    results = []
+
+    def work(c: int):
+        return trained_functions(spec, task.x_train, task.y_train, task.x_test, config, 0, c, chunk)
+
+    def batched() -> None:
+        results.extend(r for _, r in executor.map_unordered(work, range(chunks)))
+
+    engine = _rate(batched, chunks * chunk)
+    loop_epochs: list[int] = []
+    loop = _rate(lambda: loop_epochs.extend(_loop_training(spec, task.x_train.float(),
+                                                           task.y_train.float(), config, loop_runs)),
+                 loop_runs)
+    fitted = sum(r.converged for r in results)
+    return {
+        "network": spec.describe(), "train_points": len(task.y_train), "config": config.label(),
+        "workers": executor.workers, "torch_threads": torch.get_num_threads(),
+        "batched_runs": chunks * chunk, "batched_runs_per_s": engine,
+        "batched_fit_fraction": fitted / (chunks * chunk),
+        "batched_mean_epochs": sum(r.epochs for r in results) / (chunks * chunk),
+        "loop_runs": loop_runs, "loop_runs_per_s": loop,
+        "loop_fit_fraction": sum(e < config.max_epochs for e in loop_epochs) / loop_runs,
+        "loop_mean_epochs": sum(loop_epochs) / loop_runs,
+        "speedup_vs_loop": engine / loop, "minutes_for_1e5": 1e5 / engine / 60,
+    }
+
+
 def _peak_case(case: str, n: int, dtype: str, queue) -> None:
     """One kernel benchmark case in a fresh process: (seconds, peak RSS in MiB)."""
     import resource

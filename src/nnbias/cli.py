@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from nnbias.errors import NNBiasError, check_choice, check_int
+from nnbias.errors import NNBiasError, check_choice, check_int, check_positive
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Put theories of neural-network generalisation to empirical test.")
@@ -331,6 +331,74 @@ def bench_pfmap_cmd(
         f"dense matmul          {r['dense_matmul_gflops']:>12.1f} GFLOP/s; sampler does "
         f"{r['sampler_effective_gflops']:.1f} GFLOP/s = {r['fraction_of_matmul_peak']:.2f} of it",
         f"1e8 samples would take {r['hours_for_1e8'] * 60:.1f} min"]))
+
+
+@app.command("sgd-vs-bayes")
+def sgd_vs_bayes(
+    tasks: str = typer.Option("bool5-0011,bool7-0011,bool7-random,digits-3-5",
+                              help="Comma-separated: bool5-0011, bool7-0011, bool7-0011-s64, bool7-random, "
+                                   "digits-3-5."),
+    methods: str = typer.Option("sgd-b8,adam-b8,sgd-full,last-sgd-b8",
+                                help="[last-]<sgd|momentum|adam|langevin>-<b<batch>|full>; last- trains "
+                                     "only the readout."),
+    runs: str = typer.Option(None, help="Training runs per task and method [small: 2000, paper: 1e5]."),
+    rejection_samples: str = typer.Option(None, help="Prior samples for P_B by rejection "
+                                                     "[small: 1e6, paper: 1e8]."),
+    lr: float = typer.Option(None, help="Learning rate [default: sgd 0.1, momentum 0.01, adam 0.003]."),
+    max_epochs: int = typer.Option(None, help="Epoch cap [small: 300, paper: 2000]; runs that do not "
+                                               "fit S by then are counted."),
+    scale: str = typer.Option("small", help="small (minutes) or paper (Mingard et al.'s sample sizes)."),
+    seed: int = typer.Option(0),
+    executor: str = typer.Option("threads", help="threads or dask."),
+    workers: int = typer.Option(None),
+    scheduler: str = typer.Option(None),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/sgd_bayes"), help="Folder for figures."),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """P_SGD(f|S) against P_B(f|S) (rejection, NNGP + EP, last-layer training) on Boolean and digit tasks."""
+    from nnbias.experiments.sgd_bayes import run_sgd_bayes, settings_for
+    from nnbias.store import Store
+
+    if lr is not None:
+        check_positive("lr", lr)
+    settings = settings_for(
+        scale, tasks=tuple(t.strip() for t in tasks.split(",")),
+        methods=tuple(m.strip() for m in methods.split(",")),
+        runs=parse_count("runs", runs) if runs else None,
+        rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
+        lr=lr, max_epochs=max_epochs, seed=check_int("seed", seed, minimum=0))
+    ex = _executor(executor, workers, scheduler)
+    try:
+        with Store(store) as st:
+            result = run_sgd_bayes(st, settings, out, ex, quiet)
+    finally:
+        getattr(ex, "close", lambda: None)()
+    shown = result["summary"].drop(columns=["run_id"])
+    emit({k: result[k] for k in ("run_id", "summary", "figures", "claims")}, as_json,
+         shown.to_string(index=False, float_format=lambda v: f"{v:.3g}") + "\n\n"
+         + claims_text(result["claims"]))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    runs: str = typer.Option("8192", help="Training runs for the batched engine."),
+    loop_runs: str = typer.Option("30", help="Training runs for the per-network loop."),
+    workers: int = typer.Option(None, help="Threads [default: all cores]."),
+    as_json: bool = JSON,
+) -> None:
+    """Training runs/s to 100 % train accuracy: batched engine beside a per-network loop."""
+    from nnbias.bench import bench_train
+
+    r = bench_train(parse_count("runs", runs), parse_count("loop_runs", loop_runs), workers)
+    emit(r, as_json, "\n".join([
+        f"network: {r['network']}, |S| = {r['train_points']}, {r['config']}, {r['workers']} workers",
+        f"batched engine     {r['batched_runs_per_s']:>10,.1f} runs/s  ({r['batched_runs']} runs, "
+        f"{r['batched_fit_fraction']:.3f} fit S, mean {r['batched_mean_epochs']:.1f} epochs)",
+        f"per-network loop   {r['loop_runs_per_s']:>10,.1f} runs/s  ({r['loop_runs']} runs, "
+        f"{r['loop_fit_fraction']:.3f} fit S, mean {r['loop_mean_epochs']:.1f} epochs)",
+        f"ratio {r['speedup_vs_loop']:.1f}x; 1e5 training runs would take {r['minutes_for_1e5']:.1f} min"]))
 
 
 def main() -> None:

@@ -131,9 +131,17 @@ class Store:
         return {r[0] for r in rows}
 
     def commit_function_chunk(self, run_id: str, chunk: int, n_inputs: int,
-                              tables: list[str], counts: np.ndarray) -> None:
-        """Add one chunk's function counts and its done-mark in one transaction."""
+                              tables: list[str], counts: np.ndarray,
+                              stats: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Add one chunk's function counts and its done-mark in one transaction.
+
+        ``stats`` = (table, row) adds a row of per-chunk statistics (e.g. how many
+        training runs converged) in the same transaction, so they are never
+        counted twice or lost either. ``n_samples`` is the chunk's sample count
+        (its row's ``trained`` when given: networks that did not fit S count too).
+        """
         frame = pd.DataFrame({"truth_table": tables, "count": np.asarray(counts, np.int64)})
+        samples = int(frame["count"].sum()) if stats is None else int(stats[1]["trained"])
         self.con.execute("BEGIN TRANSACTION")
         try:
             self.con.register("chunk_counts", frame)
@@ -142,8 +150,9 @@ class Store:
                 "ON CONFLICT (run_id, truth_table) DO UPDATE SET count = count + EXCLUDED.count",
                 [run_id, n_inputs])
             self.con.unregister("chunk_counts")
-            self.con.execute("INSERT INTO chunks VALUES (?, ?, ?)",
-                             [run_id, chunk, int(frame["count"].sum())])
+            if stats is not None:
+                self.append_rows(stats[0], run_id, pd.DataFrame([{"chunk": chunk, **stats[1]}]))
+            self.con.execute("INSERT INTO chunks VALUES (?, ?, ?)", [run_id, chunk, samples])
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -156,6 +165,28 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return self.con.execute(sql, [run_id]).df()
+
+    def consistent_functions(self, run_id: str, train_inputs: np.ndarray, train_labels: np.ndarray,
+                             test_inputs: np.ndarray) -> pd.DataFrame:
+        """Rejection sampling from a stored parameter-function map: the functions that agree
+        with the labels on the training inputs, as (function on the test inputs, count).
+
+        Input numbers index the run's truth tables; the filter is one bitwise
+        AND per stored function, done by DuckDB.
+        """
+        n_bits = len(self.one("SELECT truth_table::VARCHAR FROM function_counts WHERE run_id = ? "
+                              "LIMIT 1", [run_id])[0])
+        mask, pattern = ["0"] * n_bits, ["0"] * n_bits
+        for i, label in zip(train_inputs, train_labels, strict=True):
+            mask[i], pattern[i] = "1", str(int(label))
+        rows = self.con.execute(
+            "SELECT truth_table::VARCHAR, count FROM function_counts WHERE run_id = ? "
+            "AND (truth_table & ?::BIT) = ?::BIT", [run_id, "".join(mask), "".join(pattern)]).fetchall()
+        tests = np.asarray(test_inputs)
+        frame = pd.DataFrame({"function": ["".join(t[i] for i in tests) for t, _ in rows],
+                              "count": [c for _, c in rows]}, dtype=object)
+        return (frame.astype({"count": "int64"}).groupby("function", as_index=False)["count"].sum()
+                if len(frame) else pd.DataFrame({"function": [], "count": []}))
 
     def total_samples(self, run_id: str) -> int:
         return int(self.one("SELECT coalesce(sum(n_samples), 0) FROM chunks WHERE run_id = ?",

@@ -123,8 +123,12 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     generator = generator or torch.Generator().manual_seed(0)
     dtype = params[0].dtype
     x, y = x.to(dtype), y.to(dtype)
-    params = [p.detach().clone().requires_grad_(True) for p in params]
     trainable = trainable or [True] * len(params)
+    require(len(trainable) == len(params), f"trainable has {len(trainable)} entries for {len(params)} "
+                                           "parameter tensors; give one per tensor")
+    # frozen tensors need no gradient: autograd then does not backpropagate into them
+    params = [p.detach().clone().requires_grad_(t) for p, t in zip(params, trainable, strict=True)]
+    learned = [p for p, t in zip(params, trainable, strict=True) if t]
     k = params[0].shape[0]
     state = [torch.zeros_like(p) for p in params]
     second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
@@ -167,8 +171,9 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             bad = ~torch.isfinite(batch_loss)
             diverged |= bad & active
             active &= ~bad
-            grads = torch.autograd.grad(torch.where(active, batch_loss, 0.0).sum(), params,
-                                        allow_unused=True)
+            learned_grads = iter(torch.autograd.grad(torch.where(active, batch_loss, 0.0).sum(), learned,
+                                                     allow_unused=True))
+            grads = [next(learned_grads) if t else None for t in trainable]
             step += 1
             with torch.no_grad():
                 _update(params, grads, state, second, active, trainable, config, step, generator)

@@ -56,3 +56,34 @@ def upper_bound_fit(complexity: np.ndarray, log2_p: np.ndarray, counts: np.ndarr
     slope, intercept = np.polyfit(ks, tops, 1)
     intercept += float((tops - (slope * ks + intercept)).max())
     return float(-slope), float(-intercept)
+
+
+def compare_distributions(counts_a: np.ndarray, counts_b: np.ndarray, permutations: int = 500,
+                          seed: int = 0) -> dict[str, float]:
+    """Two samples of functions (counts aligned over the union of their supports) compared.
+
+    ``tv``: total variation between the empirical distributions; ``p_value``:
+    permutation test of "both samples come from one distribution" with TV as
+    the statistic (the pooled counts split at random into samples of the same
+    sizes), which accounts for TV's bias at finite sample sizes; ``kl``:
+    KL(a || b) over the functions both saw, renormalised, with ``mass_outside``
+    the share of a's sample that b never produced (where KL would be infinite).
+    """
+    a, b = np.asarray(counts_a, np.int64), np.asarray(counts_b, np.int64)
+    na, nb = int(a.sum()), int(b.sum())
+    if na == 0 or nb == 0:
+        return {"tv": float("nan"), "p_value": float("nan"), "kl": float("nan"), "mass_outside": float("nan")}
+
+    def tv(x: np.ndarray, y: np.ndarray) -> float:
+        return 0.5 * float(np.abs(x / na - y / nb).sum())
+
+    observed = tv(a, b)
+    rng = np.random.default_rng(seed)
+    pooled = a + b
+    null = np.array([tv(split := rng.multivariate_hypergeometric(pooled, na), pooled - split)
+                     for _ in range(permutations)])
+    both = (a > 0) & (b > 0)
+    pa, pb = a[both] / a[both].sum(), b[both] / b[both].sum()
+    return {"tv": observed, "p_value": float((1 + (null >= observed - 1e-12).sum()) / (1 + permutations)),
+            "kl": float((pa * np.log(pa / pb)).sum()) if both.any() else float("nan"),
+            "mass_outside": float(a[~both].sum() / na)}

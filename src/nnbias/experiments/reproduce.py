@@ -7,6 +7,7 @@ from typing import Any
 
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, run_pfmap
+from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
 from nnbias.report.html import Section, write_report
 from nnbias.store import Store
 
@@ -36,12 +37,32 @@ def kernels_section(result: dict[str, Any]) -> Section:
                    list(result["figures"].values()))
 
 
+def sgd_bayes_section(result: dict[str, Any]) -> Section:
+    text = ("P_SGD(f|S): networks drawn from the prior and trained to 100 % training accuracy, counted by "
+            "the function they compute on the test set E. P_B(f|S): rejection sampling from the stored "
+            "parameter-function map (Boolean tasks), the NNGP with expectation propagation, and training "
+            "only the last layer. Correlations are of log probabilities over the functions seen at least "
+            "twice; TV and its permutation p-value compare whole distributions with rejection sampling. "
+            f"Run {result['run_id']}.")
+    summary = result["summary"].drop(columns=["run_id"])
+    return Section("Is SGD a Bayesian sampler? P_SGD against P_B", text, [("Summary", summary)],
+                   list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
-              kernels: KernelsSettings | None = None) -> dict[str, Any]:
-    """Run the experiments (resuming finished work) and write ``out/report.html``."""
+              kernels: KernelsSettings | None = None,
+              sgd_bayes: SgdBayesSettings | None = None) -> dict[str, Any]:
+    """Run the experiments (resuming finished work) and write ``out/report.html``.
+
+    The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
+    it samples the same network with the same seed and size.
+    """
     pfmap = run_pfmap(store, settings, out / "pfmap", executor, quiet)
     kern = run_kernels(store, kernels or KernelsSettings(seed=settings.sampling.seed), out / "kernels")
-    claims = pfmap["claims"] + kern["claims"]
-    report = write_report(out / "report.html", "nnbias: why do neural networks generalise?",
-                          claims, [pfmap_section(pfmap), kernels_section(kern)], store.path)
-    return {"report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern}
+    sgd = run_sgd_bayes(store, sgd_bayes or SgdBayesSettings(seed=settings.sampling.seed,
+                                                             rejection_samples=settings.sampling.samples),
+                        out / "sgd_bayes", executor, quiet)
+    claims = pfmap["claims"] + kern["claims"] + sgd["claims"]
+    report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
+                          [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd)], store.path)
+    return {"report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern, "sgd_bayes": sgd}

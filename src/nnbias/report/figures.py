@@ -117,3 +117,33 @@ def ntk_fluctuations(fluct, path: Path) -> Path:
            title="NTK fluctuations at initialisation")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def sgd_vs_bayes(table, methods: list[str], min_count: int, label: str, path: Path) -> Path:
+    """log P_SGD(f|S) of each method against log P_B(f|S) (EP; rejection where there is one)."""
+    references = [("log_pb_ep", "log P_B(f|S), NNGP + EP")]
+    if "rejection" in table:
+        references.append(("rejection", "log P_B(f|S), rejection sampling"))
+    fig, axes = plt.subplots(1, len(references), figsize=(5.5 * len(references), 4.5), squeeze=False)
+    for ax, (column, xlabel) in zip(axes[0], references, strict=True):
+        if column == "rejection":
+            ref = table["rejection"].to_numpy()
+            x = np.where(ref >= min_count, np.log(np.maximum(ref, 1) / max(ref.sum(), 1)), np.nan)
+        else:
+            x = table[column].to_numpy(dtype=float)
+        lo, hi = np.inf, -np.inf
+        for method in methods:
+            if method not in table or method == column:
+                continue
+            c = table[method].to_numpy()
+            y = np.where(c >= min_count, np.log(np.maximum(c, 1) / max(c.sum(), 1)), np.nan)
+            keep = np.isfinite(x) & np.isfinite(y)
+            if keep.any():
+                ax.plot(x[keep], y[keep], "o", ms=4, alpha=0.6, label=f"{method} ({keep.sum()})")
+                lo, hi = min(lo, x[keep].min(), y[keep].min()), max(hi, x[keep].max(), y[keep].max())
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="P_SGD = P_B")
+            ax.legend(fontsize=7)
+        ax.set(xlabel=xlabel, ylabel="log P_SGD(f|S)")
+    fig.suptitle(f"{label}: functions seen >= {min_count} times", fontsize=10)
+    return _save(fig, path)

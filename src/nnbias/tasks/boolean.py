@@ -38,7 +38,12 @@ def pack(outputs: np.ndarray) -> np.ndarray:
 
 def packed_to_strings(packed: np.ndarray, n: int) -> list[str]:
     """Packed rows -> truth tables as '0'/'1' strings of length 2**n."""
-    bits = np.unpackbits(packed, axis=1, count=2**n)
+    return packed_to_bit_strings(packed, 2**n)
+
+
+def packed_to_bit_strings(packed: np.ndarray, length: int) -> list[str]:
+    """Packed rows -> '0'/'1' strings of ``length`` bits (e.g. a function's labels on a test set)."""
+    bits = np.unpackbits(packed, axis=1, count=length)
     chars = (bits + ord("0")).astype(np.uint8)
     return [row.tobytes().decode("ascii") for row in chars]
 

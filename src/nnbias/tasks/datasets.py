@@ -106,12 +106,15 @@ def boolean_target(n: int, target: str, seed: int = 0) -> str:
 
 
 def boolean_task(n: int, target: str = "parity", train: int = 32, seed: int = 0,
-                 encoding: str = "01") -> Dataset:
-    """Learn a truth table from ``train`` of its 2**n inputs; test on the rest."""
+                 encoding: str = "01", test: int | None = None) -> Dataset:
+    """Learn a truth table from ``train`` of its 2**n inputs; test on ``test`` others (default: the rest)."""
     table = boolean_target(n, target, seed)
     x = hypercube(n, encoding, torch.float64).numpy()
     y = np.array([int(c) for c in table])
-    return _split(f"boolean n={n} {target if len(target) < 20 else 'table'}", x, y, train, _rng(seed), 2)
+    if test is not None:
+        check_int("test", test, minimum=1, maximum=2**n - train)
+    return _split(f"boolean n={n} {target if len(target) < 20 else 'table'}", x, y, train, _rng(seed), 2,
+                  test)
 
 
 # Teacher-student on Gaussian inputs --------------------------------------------
@@ -152,8 +155,12 @@ def sparse_parity(d: int = 20, k: int = 2, train: int = 1000, test: int = 1000, 
 
 # Packaged real data -------------------------------------------------------------
 def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize: bool = False,
-           seed: int = 0) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1797 images), optionally a subset of classes, scaled to [0, 1]."""
+           seed: int = 0, test: int | None = None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images), optionally a subset of classes, scaled to [0, 1].
+
+    Binarised images can repeat; a test image equal to a training image is
+    dropped, so the training and test sets stay disjoint as inputs.
+    """
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -165,8 +172,12 @@ def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize:
         x, y = x[keep], np.searchsorted(sorted(classes), y[keep])
     if binarize:
         x = (x > 0.5).astype(np.float64)
-    return _split("digits" + (f" {tuple(classes)}" if classes else ""), x, y, train, _rng(seed),
-                  len(classes) if classes else 10)
+    task = _split("digits" + (" binarised" if binarize else "") + (f" {tuple(classes)}" if classes else ""),
+                  x, y, train, _rng(seed), len(classes) if classes else 10)
+    fresh = ~(task.x_test[:, None, :] == task.x_train[None, :, :]).all(2).any(1)
+    keep = torch.nonzero(fresh).ravel()[:test] if test is not None else torch.nonzero(fresh).ravel()
+    task.x_test, task.y_test = task.x_test[keep], task.y_test[keep]
+    return task
 
 
 def mnist1d(train: int = 4000, seed: int = 0) -> Dataset:

@@ -1,0 +1,302 @@
+"""Experiment ``sgd-vs-bayes``: does SGD pick functions in proportion to their prior volume?
+
+Mingard et al. (JMLR 2021, "Is SGD a Bayesian sampler? Well, almost"): train
+many networks from fresh prior draws to 100 % accuracy on S and count the
+functions they compute on a test set E (P_SGD), then compare with the prior
+conditioned on S (P_B), obtained three ways:
+
+* rejection: the stored parameter-function map of the same network on the whole
+  Boolean hypercube, filtered to the functions that fit S (Boolean tasks only;
+  at n = 7 and |S| = 32 only ~2e-5 of the prior fits a simple target, so
+  this needs the paper-scale 10^8 samples to see many functions);
+* the NNGP of the architecture with EP (any task; per function found);
+* training only the last layer of randomly initialised networks (a method like
+  the optimizers, marked ``last-``).
+
+Every (task, method) is a chunked, seeded, resumable run in the store (the
+sampler's machinery); EP scores are cached per (task, function).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from nnbias.engines.training import OPTIMIZERS, TrainConfig
+from nnbias.errors import NNBiasError, check_int, require
+from nnbias.estimators.frequency import compare_distributions
+from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
+from nnbias.executor import LocalExecutor, run_chunks
+from nnbias.experiments.sampling import SamplingConfig, run_sampling
+from nnbias.report import figures
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+from nnbias.tasks.boolean import packed_to_bit_strings
+from nnbias.tasks.datasets import Dataset, boolean_task, digits
+
+TASKS = {
+    "bool5-0011": lambda seed: boolean_task(5, "0011" * 8, train=16, seed=seed),
+    "bool7-0011": lambda seed: boolean_task(7, "0011" * 32, train=32, test=32, seed=seed),
+    "bool7-0011-s64": lambda seed: boolean_task(7, "0011" * 32, train=64, test=32, seed=seed),
+    "bool7-random": lambda seed: boolean_task(7, "random:1.0", train=32, test=32, seed=seed),
+    "digits-3-5": lambda seed: digits((3, 5), train=100, binarize=True, test=100, seed=seed),
+}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.003, "langevin": 0.01}
+
+
+def parse_method(method: str, lr: float | None = None, max_epochs: int = 500) -> tuple[TrainConfig, bool]:
+    """'[last-]<optimizer>-<b<batch>|full>' -> (training config, last layer only)."""
+    last = method.startswith("last-")
+    parts = method.removeprefix("last-").split("-")
+    ok = len(parts) == 2 and parts[0] in OPTIMIZERS and (parts[1] == "full" or
+                                                         (parts[1][:1] == "b" and parts[1][1:].isdigit()))
+    require(ok, f"method={method!r} is not allowed; expected [last-]<optimizer>-<b<batch>|full> with "
+                f"optimizer one of {list(OPTIMIZERS)}, e.g. sgd-b8, adam-full, last-sgd-b8")
+    batch = None if parts[1] == "full" else int(parts[1][1:])
+    return TrainConfig(parts[0], lr or DEFAULT_LR[parts[0]], batch, "ce", max_epochs, "accuracy"), last
+
+
+def load_task(name: str, seed: int) -> Dataset:
+    require(name in TASKS, f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
+    return TASKS[name](seed)
+
+
+def check_disjoint(task: Dataset) -> None:
+    """S and E must not share an input: a function 'on E' would otherwise be partly fixed by S."""
+    shared = int((task.x_test[:, None, :] == task.x_train[None, :, :]).all(2).any(1).sum())
+    require(shared == 0, f"{task.name}: {shared} test inputs also occur in the training set; "
+                         "S and E must be disjoint")
+
+
+@dataclass(frozen=True)
+class SgdBayesSettings:
+    tasks: tuple[str, ...] = ("bool5-0011", "bool7-0011", "bool7-random", "digits-3-5")
+    methods: tuple[str, ...] = ("sgd-b8", "adam-b8", "sgd-full", "last-sgd-b8")
+    runs: int = 2000  # training runs per (task, method)
+    chunk_size: int = 250
+    hidden: tuple[int, ...] = (40, 40)
+    rejection_samples: int = 1_000_000
+    max_epochs: int = 300
+    lr: float | None = None  # None: each optimizer's default
+    min_count: int = 2  # functions seen at least this often by a method enter its scatter
+    ep_functions: int = 150  # most frequent functions scored by EP per task
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
+            check_int(name, getattr(self, name), minimum=1)
+        for task in self.tasks:
+            load_task(task, self.seed)
+        for method in self.methods:
+            parse_method(method, self.lr, self.max_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+PAPER = {"runs": 100_000, "rejection_samples": 100_000_000, "chunk_size": 1000, "max_epochs": 2000,
+         "tasks": ("bool5-0011", "bool7-0011", "bool7-0011-s64", "bool7-random", "digits-3-5"),
+         "ep_functions": 1000}
+
+
+def settings_for(scale: str, **overrides: Any) -> SgdBayesSettings:
+    """``small`` (minutes, the default of ``reproduce``) or ``paper`` (Mingard et al.'s sample sizes)."""
+    require(scale in ("small", "paper"), f"scale={scale!r} is not allowed; choose small or paper")
+    base = PAPER if scale == "paper" else {}
+    return SgdBayesSettings(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def task_spec(task: Dataset, s: SgdBayesSettings) -> NetworkSpec:
+    """The original runs' network: ReLU MLP, Gaussian prior sigma_w = sigma_b = 1."""
+    return NetworkSpec(task.dim, s.hidden, "relu", sigma_w=1.0, sigma_b=1.0)
+
+
+def _train_chunk(spec: NetworkSpec, task: Dataset, config: TrainConfig, last: bool, seed: int,
+                 sizes: list[int], chunk: int) -> TrainedChunk:
+    return trained_functions(spec, task.x_train, task.y_train, task.x_test, config, seed, chunk,
+                             sizes[chunk], last_layer=last)
+
+
+def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, executor=None,
+             quiet: bool = False) -> str:
+    """Train (or finish training) ``s.runs`` networks of one method on one task; return the run id."""
+    task = load_task(task_name, s.seed)
+    check_disjoint(task)
+    spec = task_spec(task, s)
+    config, last = parse_method(method, s.lr, s.max_epochs)
+    require(config.batch_size is None or config.batch_size <= len(task.y_train),
+            f"method={method!r}: batch size {config.batch_size} is larger than |S| = {len(task.y_train)}")
+    sizes = [min(s.chunk_size, s.runs - i) for i in range(0, s.runs, s.chunk_size)]
+    run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
+                  "train": config.__dict__, "last_layer": last, "runs": s.runs,
+                  "chunk_size": s.chunk_size, "seed": s.seed}
+    run_id = store.start_run("psgd", run_config, s.seed)
+    todo = [c for c in range(len(sizes)) if c not in store.done_chunks(run_id)]
+    bits = len(task.y_test)
+
+    def commit(chunk: int, result: TrainedChunk) -> None:
+        store.commit_function_chunk(run_id, chunk, bits, packed_to_bit_strings(result.functions.tables, bits),
+                                    result.functions.counts, stats=("psgd_chunks", result.stats()))
+
+    run_chunks(executor or LocalExecutor(), functools.partial(_train_chunk, spec, task, config, last,
+                                                              s.seed, sizes),
+               todo, commit, f"P_SGD {task_name} {method}", quiet=quiet)
+    store.finish_run(run_id)
+    return run_id
+
+
+def run_rejection(store: Store, task_name: str, s: SgdBayesSettings, executor=None,
+                  quiet: bool = False) -> tuple[pd.DataFrame, int, str] | None:
+    """P_B by rejection for a Boolean task: (function counts on E, prior samples, run id), else None.
+
+    The prior samples are an ordinary parameter-function-map run of the same
+    network, so an existing run of the same config (e.g. ``pfmap``'s) is reused.
+    """
+    task = load_task(task_name, s.seed)
+    if not task.name.startswith("boolean"):
+        return None
+    spec = task_spec(task, s)
+    run_id = run_sampling(store, SamplingConfig(spec, s.rejection_samples, s.seed), executor,
+                          quiet=quiet)
+    found = store.consistent_functions(run_id, cube_indices(task.x_train), task.y_train.numpy(),
+                                       cube_indices(task.x_test))
+    return found, store.total_samples(run_id), run_id
+
+
+def _ep_scores(store: Store, run_id: str, task_name: str, task: Dataset, s: SgdBayesSettings,
+               functions: list[str]) -> pd.DataFrame:
+    """log P_B(f|S) by NNGP + EP, computed once per (task, function) and kept in the store."""
+    done = store.table("sgd_bayes_ep", run_id)
+    have = set(done.loc[done["task"] == task_name, "function"]) if len(done) else set()
+    todo = [f for f in functions if f not in have]
+    if todo:
+        scores = ep_log_posterior(task_spec(task, s), task.x_train, task.y_train, task.x_test, todo)
+        store.append_rows("sgd_bayes_ep", run_id,
+                          pd.DataFrame({"task": task_name, "function": todo, "log_pb_ep": scores}))
+    done = store.table("sgd_bayes_ep", run_id)
+    if not len(done):  # nothing fitted S, so nothing to score
+        return pd.DataFrame({"function": pd.Series(dtype=str), "log_pb_ep": pd.Series(dtype=float)})
+    return done.loc[done["task"] == task_name, ["function", "log_pb_ep"]]
+
+
+def _training_stats(store: Store, run_id: str) -> dict[str, int]:
+    row = store.one("SELECT sum(trained), sum(converged), sum(diverged), sum(epochs) FROM psgd_chunks "
+                    "WHERE run_id = ?", [run_id])
+    return dict(zip(("trained", "converged", "diverged", "epochs"), (int(v) for v in row), strict=True))
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        return math.nan, math.nan, int(keep.sum())
+    return float(stats.pearsonr(x[keep], y[keep])[0]), float(stats.spearmanr(x[keep], y[keep])[0]), \
+        int(keep.sum())
+
+
+def compare_task(store: Store, run_id: str, task_name: str, s: SgdBayesSettings, executor=None,
+                 quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every method's P_SGD against P_B on one task: (summary rows, per-function table)."""
+    task = load_task(task_name, s.seed)
+    counts, summary = {}, []
+    for method in s.methods:
+        psgd = run_psgd(store, task_name, method, s, executor, quiet)
+        frame = store.function_counts(psgd).rename(columns={"truth_table": "function"})
+        counts[method] = frame.set_index("function")["count"]
+        stats_ = _training_stats(store, psgd)
+        summary.append({"task": task_name, "method": method, "run_id": psgd, "samples": stats_["trained"],
+                        "fit_s": stats_["converged"], "diverged": stats_["diverged"],
+                        "epochs": stats_["epochs"], "distinct": len(frame)})
+    rejection = run_rejection(store, task_name, s, executor, quiet)
+    if rejection is not None:
+        found, prior_samples, _ = rejection
+        counts["rejection"] = found.set_index("function")["count"]
+        summary.append({"task": task_name, "method": "rejection", "run_id": rejection[2],
+                        "samples": prior_samples, "fit_s": int(found["count"].sum()), "diverged": 0,
+                        "epochs": 0, "distinct": len(found)})
+    table = pd.DataFrame(counts).fillna(0).astype("int64")
+    table.index.name = "function"
+    # EP scores the functions the methods found most often (by their summed share)
+    share = (table / table.sum().replace(0, 1)).sum(axis=1).sort_values(ascending=False)
+    scored = _ep_scores(store, run_id, task_name, task, s, list(share.index[:s.ep_functions]))
+    table = table.join(scored.set_index("function"), how="left").reset_index()
+    summary_frame = pd.DataFrame(summary)
+    rows = []
+    for row in summary_frame.itertuples():
+        c = table[row.method].to_numpy()
+        n = c.sum()
+        log_p = np.where(c >= s.min_count, np.log(np.maximum(c, 1) / max(n, 1)), np.nan)
+        pearson, spearman, points = _correlation(log_p, table["log_pb_ep"].to_numpy())
+        extra = {"pearson_ep": pearson, "spearman_ep": spearman, "points_ep": points}
+        if "rejection" in table and row.method != "rejection":
+            ref = table["rejection"].to_numpy()
+            log_ref = np.where(ref >= s.min_count, np.log(np.maximum(ref, 1) / max(ref.sum(), 1)), np.nan)
+            pearson, spearman, points = _correlation(log_p, log_ref)
+            extra |= {"pearson_rejection": pearson, "spearman_rejection": spearman,
+                      "points_rejection": points,
+                      **{f"{k}_rejection": v for k, v in compare_distributions(c, ref, seed=s.seed).items()}}
+        rows.append(extra)
+    summary_frame = pd.concat([summary_frame, pd.DataFrame(rows)], axis=1)
+    summary_frame["fit_fraction"] = summary_frame["fit_s"] / summary_frame["samples"]
+    return summary_frame, table.assign(task=task_name)
+
+
+def run_sgd_bayes(store: Store, s: SgdBayesSettings, out: Path, executor=None,
+                  quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the experiment on every task; return tables, figures and claims."""
+    run_id = store.start_run("sgd-vs-bayes", s.to_dict(), s.seed)
+    summaries, tables, figs = [], {}, {}
+    for task_name in s.tasks:
+        summary, table = compare_task(store, run_id, task_name, s, executor, quiet)
+        summaries.append(summary)
+        tables[task_name] = table
+        figs[task_name] = figures.sgd_vs_bayes(table, list(s.methods) + ["rejection"], s.min_count,
+                                               load_task(task_name, s.seed).describe(),
+                                               out / f"sgd_vs_bayes_{task_name}.png")
+    summary = pd.concat(summaries, ignore_index=True)
+    store.replace_table("sgd_bayes_summary", run_id, summary)
+    store.finish_run(run_id)
+    unreachable = summary[(summary["method"] != "rejection") & (summary["fit_s"] == 0)]
+    if len(unreachable) == len(summary[summary["method"] != "rejection"]):
+        raise NNBiasError(f"no network reached 100 % training accuracy within max_epochs={s.max_epochs} "
+                          "for any method; raise --max-epochs or the learning rate")
+    return {"run_id": run_id, "summary": summary, "functions": tables, "figures": figs,
+            "claims": sgd_bayes_claims(summary, s)}
+
+
+def sgd_bayes_claims(summary: pd.DataFrame, s: SgdBayesSettings) -> list[dict[str, str]]:
+    claims = []
+    for task, rows in summary.groupby("task", sort=False):
+        trained = rows[rows["method"] != "rejection"]
+        parts, verdicts = [], []
+        for r in trained.itertuples():
+            if r.fit_s == 0:
+                parts.append(f"{r.method}: target not reached by any of {r.samples} runs "
+                             f"within {s.max_epochs} epochs")
+                verdicts.append("unreachable")
+                continue
+            text = (f"{r.method}: {r.fit_s}/{r.samples} fit S, {r.distinct} functions; "
+                    f"vs EP r={r.pearson_ep:.2f} (Spearman {r.spearman_ep:.2f}, {r.points_ep} functions)")
+            if "tv_rejection" in rows and not math.isnan(getattr(r, "tv_rejection", math.nan)):
+                text += (f"; vs rejection TV={r.tv_rejection:.2f} (p={r.p_value_rejection:.3f}), "
+                         f"r={r.pearson_rejection:.2f} on {int(r.points_rejection)}")
+            parts.append(text)
+            if r.points_ep >= 5:
+                verdicts.append("correlated" if r.pearson_ep > 0.5 else "not correlated")
+            else:
+                verdicts.append("too few repeated functions")
+        reject = rows[rows["method"] == "rejection"]
+        if len(reject):
+            parts.append(f"rejection: {int(reject['fit_s'].iloc[0])} of {int(reject['samples'].iloc[0]):,} "
+                         f"prior samples fit S")
+        claims.append({"claim": f"A4: on {task}, P_SGD(f|S) tracks P_B(f|S) (log-log)",
+                       "measured": "; ".join(parts),
+                       "verdict": ", ".join(f"{m}: {v}" for m, v in zip(trained["method"], verdicts,
+                                                                        strict=True))})
+    return claims
