@@ -145,5 +145,5 @@ def sgd_vs_bayes(table, methods: list[str], min_count: int, label: str, path: Pa
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="P_SGD = P_B")
             ax.legend(fontsize=7)
         ax.set(xlabel=xlabel, ylabel="log P_SGD(f|S)")
-    fig.suptitle(f"{label}: functions seen >= {min_count} times", fontsize=10)
+    fig.suptitle(f"{label}\nfunctions seen >= {min_count} times", fontsize=9)
     return _save(fig, path)
