@@ -82,3 +82,22 @@ def test_kernel_command_writes_the_analytic_kernel(tmp_path):
     step = nnbias("kernel", "--x", str(tmp_path / "x.npy"), "--activation", "step", "--kind", "ntk",
                   "--out", str(tmp_path / "k.npy"))
     assert step.returncode == 2 and "does not exist" in step.stderr
+
+
+def test_sgd_vs_bayes_json_and_bad_input(tmp_path):
+    r = nnbias("sgd-vs-bayes", "--tasks", "bool5-0011", "--methods", "sgd-b8", "--runs", "200",
+               "--rejection-samples", "1e5", "--out", str(tmp_path / "figs"), "--json", "--quiet",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    methods = [row["method"] for row in doc["summary"]]
+    assert methods == ["sgd-b8", "rejection"] and doc["summary"][0]["samples"] == 200
+    assert Path(doc["figures"]["bool5-0011"]).exists()
+    for args, message in ((["--methods", "sgd-b64"], "batch size 64 is larger than |S| = 16"),
+                          (["--methods", "rmsprop-b8"], "method='rmsprop-b8' is not allowed"),
+                          (["--lr", "-0.1"], "lr=-0.1"),
+                          (["--tasks", "mnist"], "task='mnist' is not allowed"),
+                          (["--runs", "ten"], "runs='ten' is not allowed"),
+                          (["--scale", "huge"], "scale='huge' is not allowed")):
+        bad = nnbias("sgd-vs-bayes", "--tasks", "bool5-0011", "--runs", "10", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr
