@@ -101,3 +101,15 @@ def test_sgd_vs_bayes_json_and_bad_input(tmp_path):
                           (["--scale", "huge"], "scale='huge' is not allowed")):
         bad = nnbias("sgd-vs-bayes", "--tasks", "bool5-0011", "--runs", "10", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr
+
+
+def test_features_cli(tmp_path):
+    r = nnbias("features", "--parametrizations", "ntk,mup", "--tasks", "single-index", "--widths", "32,64",
+               "--networks", "2", "--steps", "5", "--json", "--out", str(tmp_path / "f"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {e["parametrization"] for e in doc["exponents"]} == {"ntk", "mup"}
+    bad = nnbias("features", "--parametrizations", "sp", cwd=tmp_path)
+    assert bad.returncode == 2 and "parametrization='sp' is not allowed" in bad.stderr
+    bad = nnbias("features", "--widths", "0,64", cwd=tmp_path)
+    assert bad.returncode == 2 and "width=0" in bad.stderr

@@ -1,5 +1,6 @@
 import re
 
+from nnbias.experiments.features import FeaturesSettings
 from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
 from nnbias.experiments.reproduce import reproduce
@@ -19,13 +20,16 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
                                 fluctuation_networks=100)
         sgd = SgdBayesSettings(tasks=("bool5-0011",), methods=("sgd-b8",), runs=300, chunk_size=100,
                                rejection_samples=100_000)
-        result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd)
+        feat = FeaturesSettings(tasks=("single-index",), parametrizations=("ntk", "mup"), widths=(32, 64),
+                                networks=2, steps=5, coord_widths=(32, 64, 128))
+        result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
+                           features=feat)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 8
+    assert html.count("data:image/png;base64,") == 10
     assert "<th>verdict</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
-            "psgd_chunks", "sgd_bayes_ep"} <= tables
+            "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells"} <= tables
     assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"][:4])
     # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them

@@ -381,6 +381,38 @@ def sgd_vs_bayes(
          + claims_text(result["claims"]))
 
 
+@app.command()
+def features(
+    parametrizations: str = typer.Option("standard,ntk,mup,mean-field",
+                                         help="Comma-separated: standard, ntk, mup, mean-field."),
+    tasks: str = typer.Option(None, help="Comma-separated: single-index, linear, digits-3-5 "
+                                         "[small: single-index,digits-3-5]."),
+    widths: str = typer.Option(None, help="Widths of the sweep [small: 64,256,1024; paper: 64..4096]."),
+    depth: int = typer.Option(2, help="Hidden layers (mean-field always uses one)."),
+    networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 5]."),
+    steps: int = typer.Option(None, help="Full-batch SGD steps [small: 100, paper: 500]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/features"), help="Folder for figures."),
+    as_json: bool = JSON,
+) -> None:
+    """Coordinate check and width sweep of feature movement per abc-parametrization, with fitted exponents."""
+    from nnbias.experiments.features import run_features, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(
+        scale, parametrizations=tuple(p.strip() for p in parametrizations.split(",")),
+        tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        widths=parse_widths(widths) if widths else None, depth=check_int("depth", depth, minimum=1),
+        networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
+    with Store(store) as st:
+        result = run_features(st, settings, out)
+    emit({k: result[k] for k in ("run_id", "coord_exponents", "exponents", "figures", "claims")}, as_json,
+         result["exponents"].to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n\n"
+         + claims_text(result["claims"]))
+
+
 @bench_app.command("train")
 def bench_train_cmd(
     runs: str = typer.Option("8192", help="Training runs for the batched engine."),

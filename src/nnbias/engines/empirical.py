@@ -104,7 +104,7 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
 def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
     """Empirical NTK of each of the K networks, (K, N1, N2), in the spec's parametrization."""
     spec = nets.spec
-    ntk_param = spec.parametrization == "ntk"
+    factors = iter(nets.param_factors())  # d(effective)/d(param) = scale / factor
 
     def passes(x):
         """Inputs to each dense layer (K, fan_in, N) and deltas df/dz_l (K, fan_out, N)."""
@@ -131,10 +131,9 @@ def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = N
         theta = 0
         for layer, (a, b, da, db) in enumerate(zip(h1, h2, d1, d2, strict=True)):
             dd = torch.bmm(da.transpose(1, 2), db)  # (K, N1, N2)
-            c_w = nets.scales[layer] ** 2 if ntk_param else 1.0
-            theta = theta + c_w * dd * torch.bmm(a.transpose(1, 2), b)
+            theta = theta + (nets.scales[layer] / next(factors)) ** 2 * dd * torch.bmm(a.transpose(1, 2), b)
             if nets.biases[layer] is not None:
-                theta = theta + (nets.bias_scales[layer] ** 2 if ntk_param else 1.0) * dd
+                theta = theta + (nets.bias_scales[layer] / next(factors)) ** 2 * dd
     return theta
 
 

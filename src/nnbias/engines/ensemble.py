@@ -71,11 +71,13 @@ class Ensemble:
     def size(self) -> int:
         return self.weights[0].shape[0]
 
-    def forward(self, x: torch.Tensor, inplace: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = True,
+                hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Outputs (K, N) of all K networks on shared inputs x (N, input_dim), or on
         per-network inputs x (K, N, input_dim) such as each network's own minibatch.
 
-        ``inplace=False`` keeps activations out of place, as autograd needs.
+        ``inplace=False`` keeps activations out of place, as autograd needs;
+        ``hidden``, a list, receives each hidden layer's activations (K, width, N).
         """
         act = activation_fn(self.spec.activation, inplace)
         x = x.to(self.weights[0].dtype)
@@ -88,6 +90,8 @@ class Ensemble:
             else:
                 z = torch.baddbmm((b * bs).unsqueeze(2), w, h, alpha=s)
             h = z if layer == last else act(z)
+            if hidden is not None and layer < last:
+                hidden.append(h)
         return h[:, 0, :]
 
     def functional(self):
@@ -98,26 +102,34 @@ class Ensemble:
         scaled weights and biases, so gradients (training, NTKs) are taken with
         respect to what that parametrization trains.
         """
-        ntk = self.spec.parametrization == "ntk"
-        mults = []
-        params = []
-        for w, b, s, bs in zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True):
-            params.append(w if ntk else w * s)
-            mults.append(1.0 if ntk else 1.0 / s)
-            if b is not None:
-                params.append(b if ntk else b * bs)
-                mults.append(1.0 if ntk else 1.0 / bs)
+        factors = self.param_factors()
+        params = [t * f for t, f in zip(self.tensors(), factors, strict=True)]
 
         def fn(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            raw = iter(t * m for t, m in zip(p, mults, strict=True))
-            weights, biases = [], []
-            for b in self.biases:  # parameters come as w0, b0, w1, b1, ... (no b without bias)
-                weights.append(next(raw))
-                biases.append(None if b is None else next(raw))
-            view = Ensemble(self.spec, weights, biases, self.scales, self.bias_scales)
-            return view.forward(x, inplace=False)
+            return self.from_params(p).forward(x, inplace=False)
 
         return fn, params
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The raw draws in parameter order w0, b0, w1, b1, ... (no b without bias)."""
+        return [t for w, b in zip(self.weights, self.biases, strict=True) for t in (w, b) if t is not None]
+
+    def param_factors(self) -> list[float]:
+        """Trained parameter = raw draw * factor, per tensor (see ``NetworkSpec.param_scales``)."""
+        out = []
+        for layer, (b, s, bs) in enumerate(zip(self.biases, self.scales, self.bias_scales, strict=True)):
+            fw, fb = self.spec.param_scales(layer, s, bs)
+            out += [fw] if b is None else [fw, fb]
+        return out
+
+    def from_params(self, params: list[torch.Tensor]) -> Ensemble:
+        """The ensemble whose parameters (in the spec's parametrization) are ``params``."""
+        raw = iter(t / f for t, f in zip(params, self.param_factors(), strict=True))
+        weights, biases = [], []
+        for b in self.biases:
+            weights.append(next(raw))
+            biases.append(None if b is None else next(raw))
+        return Ensemble(self.spec, weights, biases, self.scales, self.bias_scales)
 
 
 def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
@@ -140,13 +152,14 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
     flat = flat.view(k, per_net)
     weights, biases, scales, bias_scales = [], [], [], []
     offset = 0
-    for fan_in, fan_out in sizes:
+    for layer, (fan_in, fan_out) in enumerate(sizes):
         weights.append(flat[:, offset: offset + fan_in * fan_out].view(k, fan_out, fan_in))
         offset += fan_in * fan_out
-        w_scale = spec.weight_scale(fan_in)
+        readout = layer == len(sizes) - 1
+        w_scale = spec.weight_scale(fan_in, readout)
         b_scale = spec.sigma_b
         if spec.prior == "uniform":
-            w_scale, b_scale = spec.uniform_half_widths(fan_in)
+            w_scale, b_scale = spec.uniform_half_widths(fan_in, readout)
         scales.append(w_scale)
         bias_scales.append(b_scale)
         if spec.bias:

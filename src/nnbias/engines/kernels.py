@@ -93,6 +93,9 @@ class KernelFn:
     """The analytic kernel function of one spec: ``KernelFn(spec)(x1, x2, "ntk")``."""
 
     def __init__(self, spec: NetworkSpec, method: str = "auto", quadrature_nodes: int = 96):
+        require(spec.parametrization in ("standard", "ntk"),
+                f"parametrization={spec.parametrization!r} has a degenerate infinite-width kernel "
+                "(its readout scales as 1/width); analytic kernels exist for 'standard' and 'ntk'")
         self.spec = spec
         check_choice("method", method, ("auto", "closed_form", "quadrature"))
         if method == "closed_form":

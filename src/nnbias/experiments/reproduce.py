@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nnbias.experiments.features import FeaturesSettings, run_features
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, run_pfmap
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
@@ -49,9 +50,24 @@ def sgd_bayes_section(result: dict[str, Any]) -> Section:
                    list(result["figures"].values()))
 
 
+def features_section(result: dict[str, Any]) -> Section:
+    text = ("Coordinate check and width sweep for the abc-parametrizations (standard with lr ~ 1/width, NTK, "
+            "muP, mean-field). Exponents are slopes of log(feature movement) against log(width) with 95 % "
+            "confidence intervals; per-cell measures are means over seeds. Run " + result["run_id"] + ".")
+    cols = ["task", "parametrization", "width", "test_score", "train_loss", "output_change", "act_change_1",
+            "kernel_distance", "alignment_init", "alignment_end", "cka_1", "max_angle_1", "grad_fraction_1"]
+    keys = ["task", "parametrization", "width"]
+    cells = result["cells"][cols].groupby(keys, sort=False).mean().reset_index()
+    return Section("Feature learning across widths and parametrizations", text,
+                   [("Coordinate-check exponents", result["coord_exponents"]),
+                    ("Fitted exponents of feature movement", result["exponents"]),
+                    ("Per-cell measures (mean over seeds)", cells)],
+                   list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
-              kernels: KernelsSettings | None = None,
-              sgd_bayes: SgdBayesSettings | None = None) -> dict[str, Any]:
+              kernels: KernelsSettings | None = None, sgd_bayes: SgdBayesSettings | None = None,
+              features: FeaturesSettings | None = None) -> dict[str, Any]:
     """Run the experiments (resuming finished work) and write ``out/report.html``.
 
     The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
@@ -62,7 +78,10 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     sgd = run_sgd_bayes(store, sgd_bayes or SgdBayesSettings(seed=settings.sampling.seed,
                                                              rejection_samples=settings.sampling.samples),
                         out / "sgd_bayes", executor, quiet)
-    claims = pfmap["claims"] + kern["claims"] + sgd["claims"]
+    feat = run_features(store, features or FeaturesSettings(seed=settings.sampling.seed), out / "features")
+    claims = pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"]
     report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
-                          [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd)], store.path)
-    return {"report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern, "sgd_bayes": sgd}
+                          [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
+                           features_section(feat)], store.path)
+    return {"report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern, "sgd_bayes": sgd,
+            "features": feat}

@@ -147,3 +147,33 @@ def sgd_vs_bayes(table, methods: list[str], min_count: int, label: str, path: Pa
         ax.set(xlabel=xlabel, ylabel="log P_SGD(f|S)")
     fig.suptitle(f"{label}\nfunctions seen >= {min_count} times", fontsize=9)
     return _save(fig, path)
+
+
+def coordinate_check(coord, path: Path) -> Path:
+    """Typical coordinate of each layer's change after a few steps against width, one panel
+    per parametrization (microsoft/mup's coordinate check); flat lines = width-independent."""
+    params = list(dict.fromkeys(coord["parametrization"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
+    for ax, param in zip(axes[0], params, strict=True):
+        for layer, g in coord[coord["parametrization"] == param].groupby("layer", sort=False):
+            ax.loglog(g["width"], g["change"], "o-", ms=3, label=layer)
+        ax.set(title=param, xlabel="width")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("mean |h_t - h_0| after a few SGD steps")
+    return _save(fig, path)
+
+
+def feature_movement(cells, path: Path) -> Path:
+    """Relative change of the first hidden layer's activations against width, per task and
+    parametrization (mean +- sd over seeds), with the theory's slopes for reference."""
+    tasks = list(dict.fromkeys(cells["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for param, g in cells[(cells["task"] == task) & ~cells["diverged"]].groupby("parametrization",
+                                                                                    sort=False):
+            m = g.groupby("width")["act_change_1"].agg(["mean", "std"])
+            ax.errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=3, capsize=2, label=param)
+        ax.set(xscale="log", yscale="log", xlabel="width", title=task,
+               ylabel="||h_T - h_0|| / ||h_0||, hidden layer 1")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
