@@ -63,6 +63,13 @@ def claims_text(claims: list[dict[str, str]]) -> str:
     return "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}" for c in claims)
 
 
+def emit_experiment(result: dict[str, Any], keys: tuple[str, ...], table: Any, as_json: bool) -> None:
+    """An experiment's chosen results as JSON, or its main table and claims as text."""
+    emit({k: result[k] for k in keys}, as_json,
+         table.to_string(index=False, float_format=lambda v: f"{v:.3g}") + "\n\n"
+         + claims_text(result["claims"]))
+
+
 def _jsonable(obj: Any) -> Any:
     import numpy as np
     import pandas as pd
@@ -375,10 +382,8 @@ def sgd_vs_bayes(
             result = run_sgd_bayes(st, settings, out, ex, quiet)
     finally:
         getattr(ex, "close", lambda: None)()
-    shown = result["summary"].drop(columns=["run_id"])
-    emit({k: result[k] for k in ("run_id", "summary", "figures", "claims")}, as_json,
-         shown.to_string(index=False, float_format=lambda v: f"{v:.3g}") + "\n\n"
-         + claims_text(result["claims"]))
+    emit_experiment(result, ("run_id", "summary", "figures", "claims"),
+                    result["summary"].drop(columns=["run_id"]), as_json)
 
 
 @app.command()
@@ -408,9 +413,8 @@ def features(
         networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
         result = run_features(st, settings, out)
-    emit({k: result[k] for k in ("run_id", "coord_exponents", "exponents", "figures", "claims")}, as_json,
-         result["exponents"].to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n\n"
-         + claims_text(result["claims"]))
+    emit_experiment(result, ("run_id", "coord_exponents", "exponents", "figures", "claims"),
+                    result["exponents"], as_json)
 
 
 @bench_app.command("train")
