@@ -35,6 +35,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, require
+from nnbias.experiments.registry import named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
 from nnbias.spec import PARAMETRIZATIONS, NetworkSpec
@@ -86,14 +87,11 @@ PAPER = {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "networks": 5, "steps"
 
 def settings_for(scale: str, **overrides: Any) -> FeaturesSettings:
     """``small`` (about a minute and a half here) or ``paper`` (widths to 4096, 5 seeds, 500 steps)."""
-    require(scale in ("small", "paper"), f"scale={scale!r} is not allowed; choose small or paper")
-    base = PAPER if scale == "paper" else {}
-    return FeaturesSettings(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+    return scaled_settings(FeaturesSettings, PAPER, scale, overrides)
 
 
 def load_task(name: str, seed: int) -> Dataset:
-    require(name in TASKS, f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
-    return TASKS[name](seed)
+    return named_task(TASKS, name, seed)
 
 
 def make_spec(dim: int, parametrization: str, width: int, depth: int) -> NetworkSpec:

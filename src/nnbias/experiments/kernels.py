@@ -31,6 +31,7 @@ from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import train_gd
 from nnbias.errors import require
 from nnbias.estimators.gp import gp_posterior, ntk_predict
+from nnbias.experiments.registry import named_task
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
@@ -70,8 +71,7 @@ TASKS = {
 
 
 def load_task(name: str, seed: int) -> Dataset:
-    require(name in TASKS, f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
-    task = TASKS[name](seed)
+    task = named_task(TASKS, name, seed)
     require(task.classes in (0, 2), f"task={name!r} has {task.classes} classes; the kernels "
                                     "experiment needs a two-class or regression task (scalar output)")
     return task

@@ -34,6 +34,7 @@ from nnbias.errors import NNBiasError, check_int, require
 from nnbias.estimators.frequency import compare_distributions
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
 from nnbias.executor import LocalExecutor, run_chunks
+from nnbias.experiments.registry import named_task, scaled_settings
 from nnbias.experiments.sampling import SamplingConfig, run_sampling
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -65,8 +66,7 @@ def parse_method(method: str, lr: float | None = None, max_epochs: int = 500) ->
 
 
 def load_task(name: str, seed: int) -> Dataset:
-    require(name in TASKS, f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
-    return TASKS[name](seed)
+    return named_task(TASKS, name, seed)
 
 
 def check_disjoint(task: Dataset) -> None:
@@ -109,9 +109,7 @@ PAPER = {"runs": 100_000, "rejection_samples": 100_000_000, "chunk_size": 1000, 
 
 def settings_for(scale: str, **overrides: Any) -> SgdBayesSettings:
     """``small`` (minutes, the default of ``reproduce``) or ``paper`` (Mingard et al.'s sample sizes)."""
-    require(scale in ("small", "paper"), f"scale={scale!r} is not allowed; choose small or paper")
-    base = PAPER if scale == "paper" else {}
-    return SgdBayesSettings(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+    return scaled_settings(SgdBayesSettings, PAPER, scale, overrides)
 
 
 def task_spec(task: Dataset, s: SgdBayesSettings) -> NetworkSpec:
