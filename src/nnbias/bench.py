@@ -31,20 +31,31 @@ def _loop_functional(spec: NetworkSpec, x: torch.Tensor, k: int) -> None:
         (h[:, 0] > 0).cpu().numpy()
 
 
-def _loop_module(spec: NetworkSpec, x: torch.Tensor, k: int) -> None:
-    """Baseline (a'): the original papers' way: one nn.Module, re-initialised per sample."""
+def _module(spec: NetworkSpec) -> torch.nn.Sequential:
+    """The spec's ReLU MLP as a plain nn.Sequential (what the baselines loop over)."""
     layers: list[torch.nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(spec.layer_sizes):
         layers.append(torch.nn.Linear(fan_in, fan_out))
         if i < spec.depth:
             layers.append(torch.nn.ReLU())
-    net = torch.nn.Sequential(*layers).to(x.device)
-    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    return torch.nn.Sequential(*layers)
+
+
+def _draw_prior(net: torch.nn.Sequential, spec: NetworkSpec) -> None:
+    """Re-initialise a ``_module`` network from the spec's Gaussian prior."""
     with torch.no_grad():
-        for _ in range(k):
-            for m in linears:
+        for m in net:
+            if isinstance(m, torch.nn.Linear):
                 torch.nn.init.normal_(m.weight, std=spec.weight_scale(m.in_features))
                 torch.nn.init.normal_(m.bias, std=spec.sigma_b)
+
+
+def _loop_module(spec: NetworkSpec, x: torch.Tensor, k: int) -> None:
+    """Baseline (a'): the original papers' way: one nn.Module, re-initialised per sample."""
+    net = _module(spec).to(x.device)
+    with torch.no_grad():
+        for _ in range(k):
+            _draw_prior(net, spec)
             (net(x)[:, 0] > 0).cpu().numpy()
 
 
@@ -108,16 +119,8 @@ def _loop_training(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, config, 
     generator = torch.Generator().manual_seed(0)
     epochs = []
     for _ in range(runs):
-        layers: list[torch.nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(spec.layer_sizes):
-            layers.append(torch.nn.Linear(fan_in, fan_out))
-            if i < spec.depth:
-                layers.append(torch.nn.ReLU())
-        net = torch.nn.Sequential(*layers)
-        for m in net:
-            if isinstance(m, torch.nn.Linear):
-                torch.nn.init.normal_(m.weight, std=spec.weight_scale(m.in_features))
-                torch.nn.init.normal_(m.bias, std=spec.sigma_b)
+        net = _module(spec)
+        _draw_prior(net, spec)
         opt = torch.optim.SGD(net.parameters(), lr=config.lr)
         epoch = 0
         for epoch in range(config.max_epochs + 1):  # noqa: B007 (the epoch count is the result)
