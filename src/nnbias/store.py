@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +183,11 @@ class Store:
         rows = self.con.execute(
             "SELECT truth_table::VARCHAR, count FROM function_counts WHERE run_id = ? "
             "AND (truth_table & ?::BIT) = ?::BIT", [run_id, "".join(mask), "".join(pattern)]).fetchall()
-        tests = np.asarray(test_inputs)
-        frame = pd.DataFrame({"function": ["".join(t[i] for i in tests) for t, _ in rows],
-                              "count": [c for _, c in rows]}, dtype=object)
-        return (frame.astype({"count": "int64"}).groupby("function", as_index=False)["count"].sum()
-                if len(frame) else pd.DataFrame({"function": [], "count": []}))
+        found: Counter[str] = Counter()
+        for table, count in rows:  # distinct full tables can agree on the test inputs
+            found["".join(table[i] for i in test_inputs)] += count
+        return pd.DataFrame({"function": pd.Series(list(found), dtype=str),
+                             "count": pd.Series(list(found.values()), dtype="int64")})
 
     def total_samples(self, run_id: str) -> int:
         return int(self.one("SELECT coalesce(sum(n_samples), 0) FROM chunks WHERE run_id = ?",

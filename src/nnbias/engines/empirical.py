@@ -104,7 +104,7 @@ def empirical_ntk(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor | N
 def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
     """Empirical NTK of each of the K networks, (K, N1, N2), in the spec's parametrization."""
     spec = nets.spec
-    factors = iter(nets.param_factors())  # d(effective)/d(param) = scale / factor
+    factors = iter(nets.param_factors)  # d(effective)/d(param) = scale / factor
 
     def passes(x):
         """Inputs to each dense layer (K, fan_in, N) and deltas df/dz_l (K, fan_out, N)."""

@@ -14,6 +14,7 @@ Monte-Carlo kernels.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -97,13 +98,12 @@ class Ensemble:
     def functional(self):
         """(fn, params): the ensemble as a pure function of its parameters in the spec's parametrization.
 
-        ``fn(params, x)`` gives the (K, N) outputs. With the NTK parametrization the
-        parameters are the raw unit-scale draws; with the standard one they are the
-        scaled weights and biases, so gradients (training, NTKs) are taken with
-        respect to what that parametrization trains.
+        ``fn(params, x)`` gives the (K, N) outputs. The parameters are what the
+        parametrization trains (raw unit-scale draws for NTK, the scaled weights and
+        biases for standard, w ~ N(0, n^(-2b)) for muP and mean-field), so gradients
+        (training, NTKs) are taken with respect to them.
         """
-        factors = self.param_factors()
-        params = [t * f for t, f in zip(self.tensors(), factors, strict=True)]
+        params = [t * f for t, f in zip(self.tensors(), self.param_factors, strict=True)]
 
         def fn(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return self.from_params(p).forward(x, inplace=False)
@@ -114,8 +114,10 @@ class Ensemble:
         """The raw draws in parameter order w0, b0, w1, b1, ... (no b without bias)."""
         return [t for w, b in zip(self.weights, self.biases, strict=True) for t in (w, b) if t is not None]
 
+    @functools.cached_property
     def param_factors(self) -> list[float]:
-        """Trained parameter = raw draw * factor, per tensor (see ``NetworkSpec.param_scales``)."""
+        """Trained parameter = raw draw * factor, per tensor (see ``NetworkSpec.param_scales``);
+        computed once, as ``fn`` of ``functional()`` needs them on every forward pass."""
         out = []
         for layer, (b, s, bs) in enumerate(zip(self.biases, self.scales, self.bias_scales, strict=True)):
             fw, fb = self.spec.param_scales(layer, s, bs)
@@ -124,7 +126,7 @@ class Ensemble:
 
     def from_params(self, params: list[torch.Tensor]) -> Ensemble:
         """The ensemble whose parameters (in the spec's parametrization) are ``params``."""
-        raw = iter(t / f for t, f in zip(params, self.param_factors(), strict=True))
+        raw = iter(t / f for t, f in zip(params, self.param_factors, strict=True))
         weights, biases = [], []
         for b in self.biases:
             weights.append(next(raw))

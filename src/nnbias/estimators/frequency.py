@@ -58,6 +58,13 @@ def upper_bound_fit(complexity: np.ndarray, log2_p: np.ndarray, counts: np.ndarr
     return float(-slope), float(-intercept)
 
 
+def log_frequencies(counts: np.ndarray, min_count: int = 1) -> np.ndarray:
+    """log(count / total) for each function seen at least ``min_count`` times, NaN for the rest
+    (rarer functions' frequencies are too noisy to plot or correlate)."""
+    c = np.asarray(counts)
+    return np.where(c >= min_count, np.log(np.maximum(c, 1) / max(c.sum(), 1)), np.nan)
+
+
 def compare_distributions(counts_a: np.ndarray, counts_b: np.ndarray, permutations: int = 500,
                           seed: int = 0) -> dict[str, float]:
     """Two samples of functions (counts aligned over the union of their supports) compared.

@@ -71,9 +71,8 @@ def trained_functions(spec: NetworkSpec, x_train: torch.Tensor, y_train: torch.T
     mask = last_layer_mask(spec) if last_layer else None
     result = train(fn, params, x_train, y_train, config, generator, trainable=mask)
     bits = (result.predict(x_test.to(params[0].dtype)) > 0).numpy()[result.converged.numpy()]
-    packed = np.packbits(bits, axis=1) if len(bits) else np.zeros((0, (x_test.shape[0] + 7) // 8), np.uint8)
-    return TrainedChunk(FunctionCounts.from_packed(packed), size, int(result.converged.sum()),
-                        int(result.diverged.sum()), int(result.epochs.sum()))
+    return TrainedChunk(FunctionCounts.from_packed(np.packbits(bits, axis=1)), size,
+                        int(result.converged.sum()), int(result.diverged.sum()), int(result.epochs.sum()))
 
 
 def ep_log_posterior(spec: NetworkSpec, x_train: torch.Tensor, y_train: torch.Tensor,

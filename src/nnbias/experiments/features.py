@@ -35,7 +35,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, require
-from nnbias.experiments.registry import named_task, scaled_settings
+from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
 from nnbias.spec import PARAMETRIZATIONS, NetworkSpec
@@ -69,10 +69,11 @@ class FeaturesSettings:
         for p in self.parametrizations:
             require(p in PARAMETRIZATIONS, f"parametrization={p!r} is not allowed; choose from "
                                            f"{list(PARAMETRIZATIONS)}")
-        for t in self.tasks:
-            load_task(t, self.seed)
+        for t in self.tasks:  # names only: building the data sets here would be done twice
+            check_task(TASKS, t)
         for name in ("depth", "networks", "steps", "base_width", "coord_steps"):
             check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0)
         for w in self.widths + self.coord_widths:
             check_int("width", w, minimum=1)
 
@@ -101,17 +102,13 @@ def make_spec(dim: int, parametrization: str, width: int, depth: int) -> Network
                        parametrization=parametrization)
 
 
-def _targets(task: Dataset, y: torch.Tensor) -> torch.Tensor:
-    return 2.0 * y.double() - 1.0 if task.classes else y.double()
-
-
 def _train(spec: NetworkSpec, task: Dataset, s: FeaturesSettings, steps: int, width: int
            ) -> tuple[Ensemble, list[torch.Tensor], Any]:
     nets = sample_ensemble(spec, s.networks, torch.Generator().manual_seed(s.seed + width),
                            dtype=torch.float64)
     fn, params = nets.functional()
     lr = ETA[spec.parametrization] * spec.lr_scale(s.base_width)
-    result = train(fn, params, task.x_train, _targets(task, task.y_train),
+    result = train(fn, params, task.x_train, task.signed_targets(task.y_train),
                    TrainConfig("sgd", lr, None, "mse", steps, "none"))
     return nets, params, result
 
@@ -161,11 +158,8 @@ def feature_cell(task_name: str, task: Dataset, parametrization: str, width: int
     grads = _output_gradients(nets, x)
     probe = x[:64]
     k0, k1 = structured_ntk(nets, probe), structured_ntk(trained, probe)
-    y = _targets(task, task.y_test[:64])
-    if task.classes:
-        score = ((out1 > 0).long() == task.y_test).double().mean(1)
-    else:
-        score = ((out1 - task.y_test) ** 2).mean(1)
+    y = task.signed_targets(task.y_test[:64])
+    score = task.test_score(out1)
     base = {"task": task_name, "parametrization": parametrization, "width": width,
             "lr": ETA[parametrization] * spec.lr_scale(s.base_width),
             "metric": "accuracy" if task.classes else "mse"}
@@ -190,6 +184,12 @@ def feature_cell(task_name: str, task: Dataset, parametrization: str, width: int
     return pd.DataFrame(rows)
 
 
+def power_law(widths: pd.Series, values: pd.Series) -> tuple[float, float]:
+    """(exponent, 95 % CI half-width) of values ~ width^exponent, by least squares in log-log."""
+    fit = stats.linregress(np.log(widths), np.log(values))
+    return fit.slope, stats.t.ppf(0.975, len(widths) - 2) * fit.stderr if len(widths) > 2 else math.inf
+
+
 def fit_exponents(cells: pd.DataFrame, column: str = "act_change_1") -> pd.DataFrame:
     """Slope of log(column) against log(width) per (task, parametrization), with a 95 % CI."""
     rows = []
@@ -197,9 +197,8 @@ def fit_exponents(cells: pd.DataFrame, column: str = "act_change_1") -> pd.DataF
         g = g[np.isfinite(g[column]) & (g[column] > 0)]
         if g["width"].nunique() < 2:
             continue
-        fit = stats.linregress(np.log(g["width"]), np.log(g[column]))
-        half = stats.t.ppf(0.975, len(g) - 2) * fit.stderr if len(g) > 2 else math.inf
-        rows.append({"task": task, "parametrization": param, "measure": column, "exponent": fit.slope,
+        slope, half = power_law(g["width"], g[column])
+        rows.append({"task": task, "parametrization": param, "measure": column, "exponent": slope,
                      "ci95": half, "points": len(g)})
     return pd.DataFrame(rows)
 
@@ -237,10 +236,8 @@ def run_features(store: Store, s: FeaturesSettings, out: Path) -> dict[str, Any]
     store.finish_run(run_id)
     coord = store.table("features_coord", run_id).drop(columns="run_id")
     cells = store.table("features_cells", run_id).drop(columns="run_id")
-    exponents = pd.concat([fit_exponents(cells, c) for c in ("act_change_1", f"act_change_{s.depth}",
-                                                             "kernel_distance")
-                           if c in cells], ignore_index=True).drop_duplicates(["task", "parametrization",
-                                                                               "measure"])
+    measures = dict.fromkeys(("act_change_1", f"act_change_{s.depth}", "kernel_distance"))  # depth 1: once
+    exponents = pd.concat([fit_exponents(cells, c) for c in measures if c in cells], ignore_index=True)
     coord_fit = coordinate_exponents(coord)
     figs = {"coordinate_check": figures.coordinate_check(coord, out / "coordinate_check.png"),
             "feature_movement": figures.feature_movement(cells, out / "feature_movement.png")}
@@ -252,9 +249,8 @@ def coordinate_exponents(coord: pd.DataFrame) -> pd.DataFrame:
     """Slope of log(change) against log(width) per parametrization and layer (coordinate check)."""
     rows = []
     for (param, layer), g in coord.groupby(["parametrization", "layer"], sort=False):
-        fit = stats.linregress(np.log(g["width"]), np.log(g["change"]))
-        rows.append({"parametrization": param, "layer": layer, "exponent": fit.slope,
-                     "ci95": stats.t.ppf(0.975, len(g) - 2) * fit.stderr if len(g) > 2 else math.inf})
+        slope, half = power_law(g["width"], g["change"])
+        rows.append({"parametrization": param, "layer": layer, "exponent": slope, "ci95": half})
     return pd.DataFrame(rows)
 
 

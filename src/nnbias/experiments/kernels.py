@@ -77,24 +77,12 @@ def load_task(name: str, seed: int) -> Dataset:
     return task
 
 
-def _targets(task: Dataset, y: torch.Tensor) -> torch.Tensor:
-    return (2.0 * y - 1.0) if task.classes else y.double()
-
-
-def _score(task: Dataset, pred: torch.Tensor) -> torch.Tensor:
-    """Test accuracy (classification, sign of the output) or MSE (regression), per row of pred."""
-    pred = pred.reshape(-1, task.y_test.shape[0])
-    if task.classes:
-        return ((pred > 0).long() == task.y_test).double().mean(1)
-    return ((pred - task.y_test) ** 2).mean(1)
-
-
 def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[int]) -> pd.DataFrame:
     """Kernel predictors and trained networks of each width, on one task."""
     spec = NetworkSpec(task.dim, (widths[0],) * s.depth, "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
                        parametrization="ntk")
     kfn = KernelFn(spec)
-    y = _targets(task, task.y_train)
+    y = task.signed_targets(task.y_train)
     k_tr, t_tr = kfn(task.x_train, kind="both")
     k_te, t_te = kfn(task.x_test, task.x_train, kind="both")
     lr = 1.0 / float(torch.linalg.eigvalsh(t_tr).max())
@@ -102,7 +90,7 @@ def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[i
     nngp, _ = gp_posterior(k_tr, y, k_te, noise=1e-8 * float(k_tr.diagonal().mean()))
     ntk_inf, _ = ntk_predict(t_tr, y, t_te)
     ntk_t, _ = ntk_predict(t_tr, y, t_te, t=horizon, lr=1.0)
-    rows = [{"task": task_name, "model": m, "width": None, "score": float(_score(task, p.T)[0]),
+    rows = [{"task": task_name, "model": m, "width": None, "score": float(task.test_score(p.T)[0]),
              "score_sd": 0.0, "diverged": 0} for m, p in
             (("NNGP", nngp), ("NTK t=inf", ntk_inf), ("NTK t=train", ntk_t))]
     for width in widths:
@@ -110,7 +98,7 @@ def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[i
         nets = sample_ensemble(wide, s.networks, torch.Generator().manual_seed(s.seed + width),
                                dtype=torch.float64)
         result = train_gd(nets, task.x_train, y, lr, s.steps)
-        scores = _score(task, result.predict(task.x_test))[~result.diverged]
+        scores = task.test_score(result.predict(task.x_test))[~result.diverged]
         rows.append({"task": task_name, "model": "network", "width": width,
                      "score": float(scores.mean()) if len(scores) else float("nan"),
                      "score_sd": float(scores.std()) if len(scores) > 1 else 0.0,

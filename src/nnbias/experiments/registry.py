@@ -11,10 +11,15 @@ from nnbias.tasks.datasets import Dataset
 Settings = TypeVar("Settings")
 
 
-def named_task(tasks: dict[str, Callable[[int], Dataset]], name: str, seed: int) -> Dataset:
-    """Build task ``name`` of an experiment's registry, or say which names exist."""
+def check_task(tasks: dict[str, Callable[[int], Dataset]], name: str) -> str:
+    """``name`` if the experiment's registry has it, else one line saying which names exist."""
     require(name in tasks, f"task={name!r} is not allowed; choose one of {sorted(tasks)}")
-    return tasks[name](seed)
+    return name
+
+
+def named_task(tasks: dict[str, Callable[[int], Dataset]], name: str, seed: int) -> Dataset:
+    """Build task ``name`` of an experiment's registry."""
+    return tasks[check_task(tasks, name)](seed)
 
 
 def scaled_settings(cls: Callable[..., Settings], paper: dict[str, Any], scale: str,

@@ -31,10 +31,10 @@ from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
 from nnbias.errors import NNBiasError, check_int, require
-from nnbias.estimators.frequency import compare_distributions
+from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
 from nnbias.executor import LocalExecutor, run_chunks
-from nnbias.experiments.registry import named_task, scaled_settings
+from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.experiments.sampling import SamplingConfig, run_sampling
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -71,7 +71,7 @@ def load_task(name: str, seed: int) -> Dataset:
 
 def check_disjoint(task: Dataset) -> None:
     """S and E must not share an input: a function 'on E' would otherwise be partly fixed by S."""
-    shared = int((task.x_test[:, None, :] == task.x_train[None, :, :]).all(2).any(1).sum())
+    shared = int(task.test_in_training().sum())
     require(shared == 0, f"{task.name}: {shared} test inputs also occur in the training set; "
                          "S and E must be disjoint")
 
@@ -93,8 +93,9 @@ class SgdBayesSettings:
     def __post_init__(self) -> None:
         for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
             check_int(name, getattr(self, name), minimum=1)
-        for task in self.tasks:
-            load_task(task, self.seed)
+        check_int("seed", self.seed, minimum=0)
+        for task in self.tasks:  # names only: building the data sets here would be done twice
+            check_task(TASKS, task)
         for method in self.methods:
             parse_method(method, self.lr, self.max_epochs)
 
@@ -229,14 +230,12 @@ def compare_task(store: Store, run_id: str, task_name: str, s: SgdBayesSettings,
     rows = []
     for row in summary_frame.itertuples():
         c = table[row.method].to_numpy()
-        n = c.sum()
-        log_p = np.where(c >= s.min_count, np.log(np.maximum(c, 1) / max(n, 1)), np.nan)
+        log_p = log_frequencies(c, s.min_count)
         pearson, spearman, points = _correlation(log_p, table["log_pb_ep"].to_numpy())
         extra = {"pearson_ep": pearson, "spearman_ep": spearman, "points_ep": points}
         if "rejection" in table and row.method != "rejection":
             ref = table["rejection"].to_numpy()
-            log_ref = np.where(ref >= s.min_count, np.log(np.maximum(ref, 1) / max(ref.sum(), 1)), np.nan)
-            pearson, spearman, points = _correlation(log_p, log_ref)
+            pearson, spearman, points = _correlation(log_p, log_frequencies(ref, s.min_count))
             extra |= {"pearson_rejection": pearson, "spearman_rejection": spearman,
                       "points_rejection": points,
                       **{f"{k}_rejection": v for k, v in compare_distributions(c, ref, seed=s.seed).items()}}

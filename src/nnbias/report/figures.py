@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from nnbias.estimators.frequency import log_frequencies  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,17 +128,13 @@ def sgd_vs_bayes(table, methods: list[str], min_count: int, label: str, path: Pa
         references.append(("rejection", "log P_B(f|S), rejection sampling"))
     fig, axes = plt.subplots(1, len(references), figsize=(5.5 * len(references), 4.5), squeeze=False)
     for ax, (column, xlabel) in zip(axes[0], references, strict=True):
-        if column == "rejection":
-            ref = table["rejection"].to_numpy()
-            x = np.where(ref >= min_count, np.log(np.maximum(ref, 1) / max(ref.sum(), 1)), np.nan)
-        else:
-            x = table[column].to_numpy(dtype=float)
+        x = (log_frequencies(table["rejection"].to_numpy(), min_count) if column == "rejection"
+             else table[column].to_numpy(dtype=float))
         lo, hi = np.inf, -np.inf
         for method in methods:
             if method not in table or method == column:
                 continue
-            c = table[method].to_numpy()
-            y = np.where(c >= min_count, np.log(np.maximum(c, 1) / max(c.sum(), 1)), np.nan)
+            y = log_frequencies(table[method].to_numpy(), min_count)
             keep = np.isfinite(x) & np.isfinite(y)
             if keep.any():
                 ax.plot(x[keep], y[keep], "o", ms=4, alpha=0.6, label=f"{method} ({keep.sum()})")

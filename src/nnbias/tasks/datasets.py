@@ -55,6 +55,21 @@ class Dataset:
     def dim(self) -> int:
         return self.x_train.shape[1]
 
+    def signed_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Scalar-output targets: +-1 for two classes (from 0/1 labels), the values for regression."""
+        return 2.0 * y.double() - 1.0 if self.classes else y.double()
+
+    def test_score(self, pred: torch.Tensor) -> torch.Tensor:
+        """Test accuracy (sign of a scalar output) or MSE (regression), per row of ``pred``."""
+        pred = pred.reshape(-1, self.y_test.shape[0])
+        if self.classes:
+            return ((pred > 0).long() == self.y_test).double().mean(1)
+        return ((pred - self.y_test) ** 2).mean(1)
+
+    def test_in_training(self) -> torch.Tensor:
+        """(N_test,) bool: which test inputs also occur, exactly, among the training inputs."""
+        return (self.x_test[:, None, :] == self.x_train[None, :, :]).all(2).any(1)
+
     def describe(self) -> str:
         kind = f"{self.classes}-class" if self.classes else "regression"
         return f"{self.name} ({kind}, d={self.dim}, train {len(self.y_train)}, test {len(self.y_test)})"
@@ -174,7 +189,7 @@ def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize:
         x = (x > 0.5).astype(np.float64)
     task = _split("digits" + (" binarised" if binarize else "") + (f" {tuple(classes)}" if classes else ""),
                   x, y, train, _rng(seed), len(classes) if classes else 10)
-    fresh = ~(task.x_test[:, None, :] == task.x_train[None, :, :]).all(2).any(1)
+    fresh = ~task.test_in_training()
     keep = torch.nonzero(fresh).ravel()[:test] if test is not None else torch.nonzero(fresh).ravel()
     task.x_test, task.y_test = task.x_test[keep], task.y_test[keep]
     return task
