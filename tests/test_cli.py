@@ -113,3 +113,18 @@ def test_features_cli(tmp_path):
     assert bad.returncode == 2 and "parametrization='sp' is not allowed" in bad.stderr
     bad = nnbias("features", "--widths", "0,64", cwd=tmp_path)
     assert bad.returncode == 2 and "width=0" in bad.stderr
+
+
+def test_gap_cli(tmp_path):
+    r = nnbias("gap", "--tasks", "linear,parity-k2", "--widths", "16,32", "--networks", "2", "--steps", "20",
+               "--curve-sizes", "30,60", "--json", "--out", str(tmp_path / "g"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [row["task"] for row in doc["summary"]] == ["linear", "parity-k2"]
+    assert all(Path(f).exists() for f in doc["figures"].values())
+    for args, message in ((["--tasks", "mnist"], "task='mnist' is not allowed"),
+                          (["--widths", "0,64"], "width=0"),
+                          (["--curve-sizes", "ten"], "curve size='ten' is not allowed"),
+                          (["--scale", "huge"], "scale='huge' is not allowed")):
+        bad = nnbias("gap", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr

@@ -1,6 +1,7 @@
 import re
 
 from nnbias.experiments.features import FeaturesSettings
+from nnbias.experiments.gap import GapSettings
 from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
 from nnbias.experiments.reproduce import reproduce
@@ -22,14 +23,17 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
                                rejection_samples=100_000)
         feat = FeaturesSettings(tasks=("single-index",), parametrizations=("ntk", "mup"), widths=(32, 64),
                                 networks=2, steps=5, coord_widths=(32, 64, 128))
+        gap = GapSettings(tasks=("linear", "parity-k2"), widths=(32, 64), networks=2, steps=50,
+                          etas=(0.5, 1.0), curve_tasks=("parity-k2",), curve_sizes=(50, 100), curve_width=32)
         result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
-                           features=feat)
+                           features=feat, gap=gap)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 10
+    assert html.count("data:image/png;base64,") == 13
     assert "<th>verdict</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
-            "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells"} <= tables
+            "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells",
+            "gap_kernels", "gap_cells", "gap_lr", "gap_curves"} <= tables
     assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     simplicity, theorem, _, exact = (c["verdict"] for c in result["claims"][:4])
     # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them

@@ -55,6 +55,11 @@ def test_packaged_real_data():
     m = mnist1d(train=500)
     assert np.array_equal(np.random.get_state()[1], state)  # global RNG untouched
     assert m.x_train.shape == (500, 40) and m.x_test.shape == (1000, 40) and m.classes == 10
+    pair = mnist1d(train=300, classes=(2, 7))
+    assert pair.classes == 2 and len(pair.y_train) == 300
+    # the kept test examples are exactly the 2s and 7s of the ten-class test set, relabelled 0/1
+    assert torch.equal(pair.x_test, m.x_test[(m.y_test == 2) | (m.y_test == 7)])
+    assert torch.equal(pair.y_test, (m.y_test[(m.y_test == 2) | (m.y_test == 7)] == 7).long())
 
 
 def write_idx(path, array, gz=False):

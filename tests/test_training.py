@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 from nnbias.engines.ensemble import sample_ensemble
-from nnbias.engines.training import TrainConfig, linearise, train
+from nnbias.engines.training import TrainConfig, linearise, train, train_gd
 from nnbias.engines.volumes import orthant_probability
 from nnbias.errors import NNBiasError
 from nnbias.estimators.ep import ep_log_probability
@@ -85,6 +85,28 @@ def test_linearised_network_is_linear_in_its_parameters():
     assert torch.allclose(two, 2 * one, atol=1e-12)
     result = train(lin, params, X, Y, TrainConfig("sgd", 0.5, None, max_epochs=500))
     assert result.converged.all()
+
+
+@pytest.mark.parametrize("parametrization", ["ntk", "standard", "mup"])
+def test_function_space_linearised_gd_matches_training_the_linearisation(parametrization):
+    """Two implementations of one trajectory: T residual updates with the empirical NTK plus one vjp,
+    and T optimizer steps on the jvp-linearised network."""
+    spec = NetworkSpec(5, (24, 24), "tanh", sigma_b=0.2, parametrization=parametrization)
+    ensemble = sample_ensemble(spec, 3, torch.Generator().manual_seed(1), dtype=torch.float64)
+    target = 2 * Y - 1
+    lr, steps = 0.02 if parametrization == "standard" else 0.05, 40
+    fast = train_gd(ensemble, X, target, lr, steps, linearised=True)
+    fn, params = ensemble.functional()
+    slow = train(linearise(fn, params), params, X, target,
+                 TrainConfig("sgd", lr * len(X), None, "mse", steps, "none"))
+    moved = sum(float((a - b).norm()) for a, b in zip(fast.params, params, strict=True))
+    assert moved > 0.1  # the networks did move
+    for a, b in zip(fast.params, slow.params, strict=True):
+        assert torch.allclose(a, b, atol=1e-9, rtol=1e-7)
+    assert torch.allclose(fast.losses, slow.losses, rtol=1e-7)
+    assert torch.allclose(fast.predict(X[:7]), slow.predict(X[:7]), atol=1e-9)
+    assert not fast.diverged.any()
+    assert train_gd(ensemble, X, target, 50.0, 1000, linearised=True).diverged.all()
 
 
 def test_training_bad_input():

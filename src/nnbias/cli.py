@@ -417,6 +417,38 @@ def features(
                     result["exponents"], as_json)
 
 
+@app.command()
+def gap(
+    tasks: str = typer.Option(None, help="Comma-separated ladder tasks: linear, single-index, parity-k2, "
+                                         "parity-k3, digits-3-5, mnist1d-2-7 [all]."),
+    widths: str = typer.Option(None, help="Widths [small: 64,256,1024; paper: 64..4096]."),
+    networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 5]."),
+    steps: int = typer.Option(None, help="Full-batch gradient-descent steps [small: 1000, paper: 3000]."),
+    curve_sizes: str = typer.Option(None, help="Training-set sizes of the sparse-parity curves "
+                                               "[small: 50..800, paper: 25..3200]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/gap"), help="Folder for figures."),
+    as_json: bool = JSON,
+) -> None:
+    """Where the kernel gap opens: full vs linearised vs muP networks vs NNGP/NTK on a task ladder,
+    and sample-complexity curves on sparse parity."""
+    from nnbias.experiments.gap import run_gap, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(
+        scale, tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        widths=parse_widths(widths) if widths else None, networks=networks, steps=steps,
+        curve_sizes=tuple(parse_count("curve size", n) for n in curve_sizes.split(","))
+        if curve_sizes else None,
+        seed=check_int("seed", seed, minimum=0))
+    with Store(store) as st:
+        result = run_gap(st, settings, out)
+    emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
+                             "claims"), result["summary"], as_json)
+
+
 @bench_app.command("train")
 def bench_train_cmd(
     runs: str = typer.Option("8192", help="Training runs for the batched engine."),

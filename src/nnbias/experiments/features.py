@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, require
+from nnbias.estimators.scaling import power_law
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
@@ -182,12 +182,6 @@ def feature_cell(task_name: str, task: Dataset, parametrization: str, width: int
                 row[f"weight_change_{i // (2 if spec.bias else 1) + 1}"] = float((p1 - p0).norm() / p0.norm())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def power_law(widths: pd.Series, values: pd.Series) -> tuple[float, float]:
-    """(exponent, 95 % CI half-width) of values ~ width^exponent, by least squares in log-log."""
-    fit = stats.linregress(np.log(widths), np.log(values))
-    return fit.slope, stats.t.ppf(0.975, len(widths) - 2) * fit.stderr if len(widths) > 2 else math.inf
 
 
 def fit_exponents(cells: pd.DataFrame, column: str = "act_change_1") -> pd.DataFrame:

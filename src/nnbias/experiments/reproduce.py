@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nnbias.experiments.features import FeaturesSettings, run_features
+from nnbias.experiments.gap import GapSettings, run_gap
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, run_pfmap
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
@@ -65,9 +66,27 @@ def features_section(result: dict[str, Any]) -> Section:
                    list(result["figures"].values()))
 
 
+def gap_section(result: dict[str, Any]) -> Section:
+    text = ("Task ladder, easy to hard for kernels. Per width: networks in NTK parametrization trained by "
+            "full-batch gradient descent (lr = 1/lambda_max of the NTK), their linearisations trained the "
+            "same way from the same initialisation, and muP networks (base learning rate tuned per task at "
+            "the base width on training loss, carried to other widths). Errors: 1 - accuracy, or MSE / "
+            "Var(y). 'NTK net t=train' is the expected error of an infinitely wide network from a random "
+            "initialisation trained as long (mean and variance of Lee et al. 2019). The gap is best kernel "
+            "error - muP error; it is open where it exceeds max(0.05, 2 sd). Run " + result["run_id"] + ".")
+    return Section("Where the kernel gap opens", text,
+                   [("Per task: best kernel against networks at the widest width", result["summary"]),
+                    ("Full vs linearised training: fitted exponents against width", result["divergence"]),
+                    ("Sparse parity: smallest |S| reaching the error threshold", result["learned"]),
+                    ("Test errors (mean and sd over seeds)", result["scores"]),
+                    ("muP learning-rate tuning at the base width", result["learning_rates"])],
+                   list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
               kernels: KernelsSettings | None = None, sgd_bayes: SgdBayesSettings | None = None,
-              features: FeaturesSettings | None = None) -> dict[str, Any]:
+              features: FeaturesSettings | None = None,
+              gap: GapSettings | None = None) -> dict[str, Any]:
     """Run the experiments (resuming finished work) and write ``out/report.html``.
 
     The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
@@ -79,9 +98,10 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
                                                              rejection_samples=settings.sampling.samples),
                         out / "sgd_bayes", executor, quiet)
     feat = run_features(store, features or FeaturesSettings(seed=settings.sampling.seed), out / "features")
-    claims = pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"]
+    gaps = run_gap(store, gap or GapSettings(seed=settings.sampling.seed), out / "gap")
+    claims = pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
     report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
                           [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
-                           features_section(feat)], store.path)
+                           features_section(feat), gap_section(gaps)], store.path)
     return {"report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern, "sgd_bayes": sgd,
-            "features": feat}
+            "features": feat, "gap": gaps}

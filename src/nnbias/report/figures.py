@@ -79,17 +79,64 @@ def exact_vs_sampled(exact: np.ndarray, sampled: np.ndarray, lo: np.ndarray, hi:
 
 
 def kernel_gap(results, path: Path) -> Path:
-    """Per task: trained networks' test score against width, kernel predictors as lines."""
+    """Per task: each trained model's test score against width (mean +- sd), kernel predictors as lines.
+
+    Rows with a width are finite networks (one line per model); rows without are kernels.
+    """
     tasks = list(dict.fromkeys(results["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    cols = min(len(tasks), 3)
+    rows_ = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.6 * rows_), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
         rows = results[results["task"] == task]
-        nets = rows[rows["model"] == "network"].sort_values("width")
-        ax.errorbar(nets["width"], nets["score"], yerr=nets["score_sd"], fmt="o-", label="trained nets")
-        for (_, r), style in zip(rows[rows["model"] != "network"].iterrows(), ("--", "-", ":"), strict=False):
+        finite = rows[rows["width"].notna()]
+        for model, nets in finite.groupby("model", sort=False):
+            nets = nets.sort_values("width")
+            label = "trained nets" if model == "network" and finite["model"].nunique() == 1 else model
+            ax.errorbar(nets["width"], nets["score"], yerr=nets["score_sd"], fmt="o-", ms=4, capsize=2,
+                        label=label)
+        kernels = rows[rows["width"].isna()].iterrows()
+        for (_, r), style in zip(kernels, ("--", "-", ":", "-."), strict=False):
             ax.axhline(r["score"], ls=style, color="k", lw=1, label=r["model"])
         ax.set_xscale("log")
         ax.set(xlabel="width", ylabel=f"test {rows['metric'].iloc[0]}", title=task)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def linearisation_divergence(cells, path: Path) -> Path:
+    """How far full training strays from linearised training, against width (log-log), per task."""
+    nets = cells[(cells["model"] == "network") & ~cells["diverged"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, column, label in ((axes[0], "weight_divergence", "||theta - theta_lin|| / ||theta - theta_0||"),
+                              (axes[1], "output_divergence", "||f - f_lin|| / ||f - f_0|| (test)")):
+        for task, g in nets.groupby("task", sort=False):
+            m = g.groupby("width")[column].agg(["mean", "std"]).reset_index()
+            ax.errorbar(m["width"], m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, capsize=2, label=task)
+        widths = np.array(sorted(nets["width"].unique()), dtype=float)
+        if len(widths):
+            anchor = nets[nets["width"] == widths[0]][column].mean()
+            ax.plot(widths, anchor * (widths / widths[0]) ** -0.5, "k:", label="width^-1/2")
+        ax.set(xscale="log", yscale="log", xlabel="width", ylabel=label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Full vs linearised training (NTK parametrization, same init, lr, steps)")
+    return _save(fig, path)
+
+
+def sample_complexity(curves, learned: float, path: Path) -> Path:
+    """Test error against training-set size per task, kernels and networks (mean +- sd over seeds)."""
+    tasks = list(dict.fromkeys(curves["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = curves[(curves["task"] == task) & ~curves["diverged"]]
+        for model, g in rows.groupby("model", sort=False):
+            m = g.groupby("n")["error"].agg(["mean", "std"]).reset_index()
+            ax.errorbar(m["n"], m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, capsize=2, label=model)
+        ax.axhline(learned, color="grey", lw=0.8, ls=":", label=f"error {learned}")
+        ax.set(xscale="log", xlabel="training-set size |S|", ylabel="test error", title=task,
+               ylim=(-0.02, 0.6))
         ax.legend(fontsize=7)
     return _save(fig, path)
 

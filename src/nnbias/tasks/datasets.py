@@ -66,6 +66,25 @@ class Dataset:
             return ((pred > 0).long() == self.y_test).double().mean(1)
         return ((pred - self.y_test) ** 2).mean(1)
 
+    def expected_test_score(self, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """Expected ``test_score`` of a random predictor f(x) ~ N(mean(x), var(x)) on each test input,
+        such as a network from a random initialisation in the infinite-width limit: accuracy
+        mean_x P(sign f(x) right) = mean_x Phi(y mean / sd), or MSE mean_x (mean - y)^2 + var."""
+        mean, var = mean.reshape(-1), var.reshape(-1).clamp_min(0)
+        if self.classes:
+            y = self.signed_targets(self.y_test)
+            return torch.special.ndtr(y * mean / var.sqrt().clamp_min(1e-300)).mean().reshape(1)
+        return (((mean - self.y_test) ** 2).mean() + var.mean()).reshape(1)
+
+    def test_error(self, pred: torch.Tensor) -> torch.Tensor:
+        """One error scale for every task, per row of ``pred``: 1 - accuracy for classes, MSE / Var(y_test)
+        for regression (1 = no better than predicting the mean), so tasks can share one axis."""
+        return self.error_of(self.test_score(pred))
+
+    def error_of(self, score: torch.Tensor) -> torch.Tensor:
+        """A ``test_score`` on the ``test_error`` scale."""
+        return 1.0 - score if self.classes else score / self.y_test.var(correction=0)
+
     def test_in_training(self) -> torch.Tensor:
         """(N_test,) bool: which test inputs also occur, exactly, among the training inputs."""
         return (self.x_test[:, None, :] == self.x_train[None, :, :]).all(2).any(1)
@@ -169,6 +188,14 @@ def sparse_parity(d: int = 20, k: int = 2, train: int = 1000, test: int = 1000, 
 
 
 # Packaged real data -------------------------------------------------------------
+def _keep_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of the chosen digits, relabelled 0..len(classes)-1 in increasing digit order."""
+    require(len(set(classes)) >= 2 and all(0 <= c <= 9 for c in classes),
+            f"classes={classes} is not allowed; expected two or more distinct digits 0..9")
+    keep = np.isin(y, classes)
+    return x[keep], np.searchsorted(sorted(classes), y[keep])
+
+
 def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize: bool = False,
            seed: int = 0, test: int | None = None) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images), optionally a subset of classes, scaled to [0, 1].
@@ -181,10 +208,7 @@ def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize:
     data = load_digits()
     x, y = data.data / 16.0, data.target
     if classes is not None:
-        require(len(set(classes)) >= 2 and all(0 <= c <= 9 for c in classes),
-                f"classes={classes} is not allowed; expected two or more distinct digits 0..9")
-        keep = np.isin(y, classes)
-        x, y = x[keep], np.searchsorted(sorted(classes), y[keep])
+        x, y = _keep_classes(x, y, classes)
     if binarize:
         x = (x > 0.5).astype(np.float64)
     task = _split("digits" + (" binarised" if binarize else "") + (f" {tuple(classes)}" if classes else ""),
@@ -195,10 +219,13 @@ def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize:
     return task
 
 
-def mnist1d(train: int = 4000, seed: int = 0) -> Dataset:
+def mnist1d(train: int = 4000, seed: int = 0, classes: tuple[int, ...] | None = None) -> Dataset:
     """MNIST-1D (Greydanus 2020) built by the ``mnist1d`` package's generator: no download.
 
-    ``make_dataset`` reseeds numpy's global RNG, so its state is saved and restored.
+    ``train`` counts examples of the kept ``classes`` (all ten by default) from
+    the generator's 4000 training examples; the test set is its 1000 test
+    examples of those classes. ``make_dataset`` reseeds numpy's global RNG, so
+    its state is saved and restored.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -209,8 +236,12 @@ def mnist1d(train: int = 4000, seed: int = 0) -> Dataset:
         data = make_dataset(args)
     finally:
         np.random.set_state(state)
-    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float64)
-    y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
-    n_train = check_int("train", train, minimum=1, maximum=len(data["x"]))
-    return Dataset("mnist1d", torch.from_numpy(x[:n_train]), torch.from_numpy(y[:n_train]),
-                   torch.from_numpy(x[len(data["x"]):]), torch.from_numpy(y[len(data["x"]):]), 10)
+    parts = [(data["x"].astype(np.float64), data["y"].astype(np.int64)),
+             (data["x_test"].astype(np.float64), data["y_test"].astype(np.int64))]
+    if classes is not None:
+        parts = [_keep_classes(x, y, classes) for x, y in parts]
+    (x, y), (x_test, y_test) = parts
+    n_train = check_int("train", train, minimum=1, maximum=len(x))
+    return Dataset("mnist1d" + (f" {tuple(classes)}" if classes else ""), torch.from_numpy(x[:n_train]),
+                   torch.from_numpy(y[:n_train]), torch.from_numpy(x_test), torch.from_numpy(y_test),
+                   len(classes) if classes else 10)
