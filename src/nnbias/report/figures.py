@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from nnbias.estimators.frequency import log_frequencies  # noqa: E402
@@ -100,7 +101,8 @@ def kernel_gap(results, path: Path) -> Path:
             ax.axhline(r["score"], ls=style, color="k", lw=1, label=r["model"])
         ax.set_xscale("log")
         ax.set(xlabel="width", ylabel=f"test {rows['metric'].iloc[0]}", title=task)
-        ax.legend(fontsize=7)
+        if ax is axes.flat[0]:  # the same models in every panel: one legend
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     return _save(fig, path)
@@ -137,6 +139,9 @@ def sample_complexity(curves, learned: float, path: Path) -> Path:
         ax.axhline(learned, color="grey", lw=0.8, ls=":", label=f"error {learned}")
         ax.set(xscale="log", xlabel="training-set size |S|", ylabel="test error", title=task,
                ylim=(-0.02, 0.6))
+        sizes = sorted(rows["n"].unique())
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     return _save(fig, path)
 
