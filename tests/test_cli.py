@@ -122,6 +122,8 @@ def test_gap_cli(tmp_path):
     doc = json.loads(r.stdout)
     assert [row["task"] for row in doc["summary"]] == ["linear", "parity-k2"]
     assert all(Path(f).exists() for f in doc["figures"].values())
+    helptext = nnbias("gap", "--help", cwd=tmp_path).stdout
+    assert "[small: 2, paper: 5]" in " ".join(helptext.split())  # defaults in brackets survive
     for args, message in ((["--tasks", "mnist"], "task='mnist' is not allowed"),
                           (["--widths", "0,64"], "width=0"),
                           (["--curve-sizes", "ten"], "curve size='ten' is not allowed"),

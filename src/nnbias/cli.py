@@ -17,9 +17,11 @@ import typer
 
 from nnbias.errors import NNBiasError, check_choice, check_int, check_positive
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Put theories of neural-network generalisation to empirical test.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures beside same-run baselines).")
+# no rich markup: it would swallow the "[small: ..., paper: ...]" defaults in option help as tags
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Benchmarks (figures beside same-run baselines).")
 app.add_typer(bench_app, name="bench")
 
 JSON = typer.Option(False, "--json", help="Print the result as one JSON document on stdout.")
@@ -422,8 +424,8 @@ def gap(
     tasks: str = typer.Option(None, help="Comma-separated ladder tasks: linear, single-index, parity-k2, "
                                          "parity-k3, digits-3-5, mnist1d-2-7 [all]."),
     widths: str = typer.Option(None, help="Widths [small: 64,256,1024; paper: 64..4096]."),
-    networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 5]."),
-    steps: int = typer.Option(None, help="Full-batch gradient-descent steps [small: 1000, paper: 3000]."),
+    networks: int = typer.Option(None, help="Seeds per cell [small: 2, paper: 5]."),
+    steps: int = typer.Option(None, help="Full-batch gradient-descent steps [small: 500, paper: 3000]."),
     curve_sizes: str = typer.Option(None, help="Training-set sizes of the sparse-parity curves "
                                                "[small: 50..800, paper: 25..3200]."),
     scale: str = typer.Option("small", help="small or paper."),
