@@ -241,8 +241,9 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int)
     initialisation, and p_T = p0 - lr J^T sum_{t<T} r_t. So T steps cost T
     (N x N) products and one vector-Jacobian product, not T jvp-and-backward
     passes: the same iterates as ``train(linearise(fn, p0), ...)`` (a test
-    checks that), several times faster. A network whose residual becomes NaN
-    or inf is marked diverged and keeps its last finite iterate.
+    checks that), 7x faster at width 1024 (benchmarks/bench_linearised.py). A
+    network whose residual becomes NaN or inf is marked diverged and keeps its
+    last finite iterate.
     """
     fn, p0 = nets.functional()
     x, y = x.to(p0[0].dtype), y.reshape(-1).to(p0[0].dtype)
