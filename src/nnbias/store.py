@@ -236,3 +236,8 @@ class Store:
         if not self._has_table(name):
             return pd.DataFrame()
         return self.con.execute(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]).df()
+
+    def done_cells(self, name: str, run_id: str, keys: list[str]) -> set[tuple]:
+        """The ``keys`` tuples of the cells of a sweep already stored for a run: what a rerun skips."""
+        frame = self.table(name, run_id)
+        return set(frame[keys].itertuples(index=False, name=None)) if len(frame) else set()

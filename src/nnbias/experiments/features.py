@@ -218,8 +218,7 @@ def run_features(store: Store, s: FeaturesSettings, out: Path) -> dict[str, Any]
     run_id = store.start_run("features", s.to_dict(), s.seed)
     if not len(store.table("features_coord", run_id)):
         store.append_rows("features_coord", run_id, coordinate_check(s))
-    done = store.table("features_cells", run_id)
-    have = set(zip(done["task"], done["parametrization"], done["width"], strict=True)) if len(done) else set()
+    have = store.done_cells("features_cells", run_id, ["task", "parametrization", "width"])
     for task_name in s.tasks:
         task = load_task(task_name, s.seed)
         for parametrization in s.parametrizations:

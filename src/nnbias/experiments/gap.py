@@ -227,14 +227,9 @@ def curve_cell(name: str, task: Dataset, n: int, eta: float, s: GapSettings) -> 
     return pd.DataFrame(rows)
 
 
-def _done(store: Store, table: str, run_id: str, keys: list[str]) -> set[tuple]:
-    frame = store.table(table, run_id)
-    return set(frame[keys].itertuples(index=False, name=None)) if len(frame) else set()
-
-
 def _chosen_eta(store: Store, run_id: str, name: str, task: Dataset, s: GapSettings) -> float:
     """The tuned muP base learning rate of a task (tuned now unless stored)."""
-    if (name,) not in _done(store, "gap_lr", run_id, ["task"]):
+    if (name,) not in store.done_cells("gap_lr", run_id, ["task"]):
         store.append_rows("gap_lr", run_id, tune_mup(name, task, s))
     table = store.table("gap_lr", run_id)
     return float(table[(table["task"] == name) & table["chosen"]]["eta"].iloc[0])
@@ -245,19 +240,19 @@ def run_gap(store: Store, s: GapSettings, out: Path) -> dict[str, Any]:
     run_id = store.start_run("gap", s.to_dict(), s.seed)
     for name in s.tasks:
         task = load_task(name, s.seed)
-        if (name,) not in _done(store, "gap_kernels", run_id, ["task"]):
+        if (name,) not in store.done_cells("gap_kernels", run_id, ["task"]):
             store.append_rows("gap_kernels", run_id, kernel_cell(name, task, s))
         kernels = store.table("gap_kernels", run_id)
         lr = float(kernels[kernels["task"] == name]["lr"].iloc[0])
         eta = _chosen_eta(store, run_id, name, task, s)
-        done = _done(store, "gap_cells", run_id, ["task", "width"])
+        done = store.done_cells("gap_cells", run_id, ["task", "width"])
         for width in s.widths:
             if (name, width) not in done:
                 store.append_rows("gap_cells", run_id, ladder_cell(name, task, width, lr, eta, s))
     for name in s.curve_tasks:
         task = curve_task(name, s.curve_sizes, s.seed)
         eta = _chosen_eta(store, run_id, name, load_task(name, s.seed), s)  # tuned on the ladder's task
-        done = _done(store, "gap_curves", run_id, ["task", "n"])
+        done = store.done_cells("gap_curves", run_id, ["task", "n"])
         for n in s.curve_sizes:
             if (name, n) not in done:
                 store.append_rows("gap_curves", run_id, curve_cell(name, task, n, eta, s))

@@ -173,9 +173,9 @@ def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
 def run_kernels(store: Store, s: KernelsSettings, out: Path) -> dict[str, Any]:
     """Run (or resume) the experiment; return tables, figures and claims."""
     run_id = store.start_run("kernels", s.to_dict(), s.seed)
-    done = store.table("kernels_results", run_id)
+    done = store.done_cells("kernels_results", run_id, ["task"])
     for name in s.tasks:
-        if len(done) and name in set(done["task"]):
+        if (name,) in done:
             continue
         store.append_rows("kernels_results", run_id,
                           task_cells(name, load_task(name, s.seed), s, list(s.widths)))
