@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nnbias.engines.ensemble import sample_ensemble
-from nnbias.engines.sampler import FunctionCounts, sample_chunk
+from nnbias.engines.sampler import FoldedNets, FunctionCounts, sample_chunk, truth_tables
 from nnbias.engines.volumes import exact_volumes
 from nnbias.estimators.frequency import goodness_of_fit
 from nnbias.executor import LocalExecutor
@@ -48,6 +48,35 @@ def test_prior_scales():
     assert (nets.biases[0] * nets.bias_scales[0]).var().item() == pytest.approx(0.25, rel=0.02)
     g = sample_ensemble(NetworkSpec(10, (30,)), 3000, torch.Generator().manual_seed(0))
     assert (g.weights[0] * g.scales[0]).var().item() == pytest.approx(0.1, rel=0.02)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "erf", "gelu", "sign", "step", "linear"])
+@pytest.mark.parametrize(("prior", "bias", "hidden"), [("gaussian", True, (6, 5)), ("uniform", True, (6,)),
+                                                       ("gaussian", False, (6, 5)), ("gaussian", True, ())])
+def test_folded_networks_compute_what_the_ensemble_computes(activation, prior, bias, hidden):
+    """The sampler's bias-folded layout (constant unit carried through act(1)) against the
+    plain per-layer forward of the same parameters."""
+    spec = NetworkSpec(4, hidden, activation, prior=prior, bias=bias, sigma_b=0.5, encoding="pm1")
+    nets = FoldedNets.draw(spec, 9, key=5, first_net=3)
+    x = hypercube(4, "pm1")
+    assert torch.allclose(nets.forward(x), nets.as_ensemble().forward(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "uniform"])
+def test_folded_networks_have_the_prior_scales(prior):
+    spec = NetworkSpec(7, (40, 30), "tanh", prior=prior, sigma_w=2.0, sigma_b=0.5)
+    nets = FoldedNets.draw(spec, 500, key=1).as_ensemble()
+    for w, b, bs, fan_in in zip(nets.weights, nets.biases, nets.bias_scales, (7, 40, 30), strict=True):
+        # 4 standard errors of a sample variance: sqrt(2 / count) relative
+        assert w.double().var().item() == pytest.approx(4.0 / fan_in, rel=4 * math.sqrt(2 / w.numel()))
+        assert (b * bs).double().var().item() == pytest.approx(0.25, rel=4 * math.sqrt(2 / b.numel()))
+        if prior == "uniform":
+            assert w.abs().max() <= 2.0 * math.sqrt(3 / fan_in)
+
+
+def test_truth_tables_do_not_depend_on_the_batch():
+    spec = NetworkSpec(5, (16, 16))
+    assert np.array_equal(truth_tables(spec, 1000, 9, batch=7), truth_tables(spec, 1000, 9, batch=256))
 
 
 @pytest.mark.parametrize("spec", [

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nnbias.engines.sampler import sample_chunk
+from nnbias.engines.sampler import FoldedNets, sample_chunk
 from nnbias.executor import LocalExecutor
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import hypercube
@@ -59,6 +59,23 @@ def _loop_module(spec: NetworkSpec, x: torch.Tensor, k: int) -> None:
             (net(x)[:, 0] > 0).cpu().numpy()
 
 
+def _stage_costs(spec: NetworkSpec, x: torch.Tensor, k: int = 256, reps: int = 40) -> dict[str, float]:
+    """Microseconds per network on one thread: the counter-based draw beside torch's ``normal_``
+    filling the same number of floats, and the forward pass (RNG versus matmul: the design question)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    nets = FoldedNets.draw(spec, k, 0)
+    floats = torch.empty(k * sum(m[0].numel() for m in nets.mats))
+    generator = torch.Generator().manual_seed(0)
+    stages = {"draw (counter RNG)": lambda: FoldedNets.draw(spec, k, 0, reuse=nets),
+              "draw baseline (torch normal_)": lambda: floats.normal_(generator=generator),
+              "forward (3 layers, 128 inputs)": lambda: nets.forward(x)}
+    out = {name: 1e6 / _rate(lambda f=fn: [f() for _ in range(reps)], reps * k)
+           for name, fn in stages.items()}
+    torch.set_num_threads(threads)
+    return out
+
+
 def matmul_gflops(device: str = "cpu", size: int = 2048, reps: int = 3) -> float:
     """Float32 dense-matmul throughput of this device: the ceiling for any batched engine."""
     if device != "cpu":
@@ -97,6 +114,7 @@ def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int 
                 sample_chunk(spec, 0, c, chunk, device=device, batch=chunk)
 
     engine = _rate(batched, chunks * chunk)
+    stages = _stage_costs(spec, x) if device == "cpu" else {}
     loop = _rate(lambda: _loop_functional(spec, x, loop_samples), loop_samples)
     module = _rate(lambda: _loop_module(spec, x, loop_samples // 2), loop_samples // 2)
     gflops = matmul_gflops(device)
@@ -111,6 +129,7 @@ def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int 
         "dense_matmul_gflops": gflops, "sampler_effective_gflops": effective,
         "fraction_of_matmul_peak": effective / gflops,
         "hours_for_1e8": 1e8 / engine / 3600,
+        "us_per_net_one_thread": stages,
     }
 
 

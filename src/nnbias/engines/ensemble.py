@@ -152,21 +152,27 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
     else:
         flat.uniform_(-1.0, 1.0, generator=generator)
     flat = flat.view(k, per_net)
-    weights, biases, scales, bias_scales = [], [], [], []
+    weights, biases = [], []
     offset = 0
-    for layer, (fan_in, fan_out) in enumerate(sizes):
+    for fan_in, fan_out in sizes:
         weights.append(flat[:, offset: offset + fan_in * fan_out].view(k, fan_out, fan_in))
         offset += fan_in * fan_out
-        readout = layer == len(sizes) - 1
-        w_scale = spec.weight_scale(fan_in, readout)
-        b_scale = spec.sigma_b
-        if spec.prior == "uniform":
-            w_scale, b_scale = spec.uniform_half_widths(fan_in, readout)
-        scales.append(w_scale)
-        bias_scales.append(b_scale)
         if spec.bias:
             biases.append(flat[:, offset: offset + fan_out])
             offset += fan_out
         else:
             biases.append(None)
+    scales, bias_scales = (list(t) for t in zip(*layer_scales(spec), strict=True))
     return Ensemble(spec, weights, biases, scales, bias_scales)
+
+
+def layer_scales(spec: NetworkSpec) -> list[tuple[float, float]]:
+    """(weight, bias) multiplier per layer that turns a unit draw (N(0, 1) or U(-1, 1)) into the prior."""
+    out = []
+    for layer, (fan_in, _) in enumerate(spec.layer_sizes):
+        readout = layer == len(spec.layer_sizes) - 1
+        if spec.prior == "uniform":
+            out.append(spec.uniform_half_widths(fan_in, readout))
+        else:
+            out.append((spec.weight_scale(fan_in, readout), spec.sigma_b))
+    return out
