@@ -57,15 +57,18 @@ def test_folded_networks_compute_what_the_ensemble_computes(activation, prior, b
     """The sampler's bias-folded layout (constant unit carried through act(1)) against the
     plain per-layer forward of the same parameters."""
     spec = NetworkSpec(4, hidden, activation, prior=prior, bias=bias, sigma_b=0.5, encoding="pm1")
-    nets = FoldedNets.draw(spec, 9, key=5, first_net=3)
     x = hypercube(4, "pm1")
-    assert torch.allclose(nets.forward(x), nets.as_ensemble().forward(x), rtol=1e-5, atol=1e-5)
+    for generator in (None, torch.Generator().manual_seed(5)):  # counter stream (CPU), torch's (GPU path)
+        nets = FoldedNets.draw(spec, 9, key=5, first_net=3, generator=generator)
+        assert torch.allclose(nets.forward(x), nets.as_ensemble().forward(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("prior", ["gaussian", "uniform"])
-def test_folded_networks_have_the_prior_scales(prior):
+@pytest.mark.parametrize("torch_generator", [False, True])
+def test_folded_networks_have_the_prior_scales(prior, torch_generator):
     spec = NetworkSpec(7, (40, 30), "tanh", prior=prior, sigma_w=2.0, sigma_b=0.5)
-    nets = FoldedNets.draw(spec, 500, key=1).as_ensemble()
+    generator = torch.Generator().manual_seed(1) if torch_generator else None
+    nets = FoldedNets.draw(spec, 500, key=1, generator=generator).as_ensemble()
     for w, b, bs, fan_in in zip(nets.weights, nets.biases, nets.bias_scales, (7, 40, 30), strict=True):
         # 4 standard errors of a sample variance: sqrt(2 / count) relative
         assert w.double().var().item() == pytest.approx(4.0 / fan_in, rel=4 * math.sqrt(2 / w.numel()))

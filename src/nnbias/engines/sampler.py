@@ -84,9 +84,13 @@ class FoldedLayer:
 
 
 @functools.cache
-def folded_layers(spec: NetworkSpec) -> tuple[list[FoldedLayer], int]:
-    """The folded layout of ``spec`` and the stream pairs one network consumes."""
-    act_one = float(activation_fn(spec.activation)(torch.tensor(1.0)))
+def folded_layers(spec: NetworkSpec) -> tuple[tuple[FoldedLayer, ...], int]:
+    """The folded layout of ``spec`` and the stream pairs one network consumes.
+
+    A hidden layer's constant unit outputs act(1) (nonzero for every activation
+    here), so the next layer's bias column is scaled by 1/act(1).
+    """
+    act_one = _act_one(spec)
     carried = 1.0  # value of the constant input of the current layer
     layers, pairs = [], 0
     last = len(spec.layer_sizes) - 1
@@ -103,9 +107,11 @@ def folded_layers(spec: NetworkSpec) -> tuple[list[FoldedLayer], int]:
         layers.append(FoldedLayer(rows, cols, scale.ravel(), 1.0 / carried if carry else 0.0, pairs))
         pairs += pairs_for(rows * cols)
         carried = act_one
-    if spec.bias and act_one == 0.0:
-        raise ValueError(f"activation {spec.activation!r} maps 1 to 0: the bias cannot be folded")
-    return layers, pairs
+    return tuple(layers), pairs
+
+
+def _act_one(spec: NetworkSpec) -> float:
+    return float(activation_fn(spec.activation)(torch.tensor(1.0)))
 
 
 @dataclass
@@ -166,16 +172,11 @@ class FoldedNets:
 
     def as_ensemble(self) -> Ensemble:
         """The same networks as an ``Ensemble`` (for gradients, kernels, and to check ``forward``)."""
-        layers, _ = folded_layers(self.spec)
-        weights, biases, bias_scales = [], [], []
-        carried = 1.0
-        for mat, layer in zip(self.mats, layers, strict=True):
-            fan_out = layer.rows - (1 if layer.constant else 0)
-            fan_in = layer.cols - int(self.spec.bias)
+        weights, biases = [], []
+        for mat, (fan_in, fan_out) in zip(self.mats, self.spec.layer_sizes, strict=True):
             weights.append(mat[:, :fan_out, :fan_in])
             biases.append(mat[:, :fan_out, fan_in] if self.spec.bias else None)
-            bias_scales.append(carried)
-            carried = float(activation_fn(self.spec.activation)(torch.tensor(1.0)))
+        bias_scales = [1.0] + [_act_one(self.spec)] * (len(weights) - 1)  # the constant input's value
         return Ensemble(self.spec, weights, biases, [1.0] * len(weights), bias_scales)
 
 
