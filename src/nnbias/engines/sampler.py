@@ -31,6 +31,9 @@ from nnbias.tasks.boolean import check_n_bits, hypercube
 # networks per batched computation: 128-512 measured alike; 32 is slower with 2 workers (per-batch
 # Python work holds the GIL)
 DEFAULT_BATCH = 256
+# networks per forward slice: keeps each product's operands in L2 (measured at K = 256: 5.2 us/net
+# in slices of 32 against 6.6 us in one piece)
+_SLICE = 32
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -157,17 +160,19 @@ class FoldedNets:
         that the next ``forward`` of these networks (or of a ``draw`` reusing them) overwrites."""
         act = activation_fn(self.spec.activation, inplace=True)
         first = self.mats[0]
-        k, rows, cols = first.shape
+        k, _, cols = first.shape
         if self.spec.bias:
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
         n = len(x)
         if n not in self.outputs:
             self.outputs[n] = [first.new_empty(k, m.shape[1], n) for m in self.mats]
         outs = self.outputs[n]
-        # the inputs are shared, so the first layer of all K networks is one matrix product
-        torch.mm(first.reshape(k * rows, cols), x.to(first.dtype).T, out=outs[0].view(k * rows, n))
-        for mat, inputs, out in zip(self.mats[1:], outs, outs[1:]):  # noqa: B905 (outs[1:] is shorter)
-            torch.bmm(mat, act(inputs), out=out)
+        x_t = x.to(first.dtype).T.contiguous()
+        for part in (slice(a, a + _SLICE) for a in range(0, k, _SLICE)):
+            # the inputs are shared, so the first layer of all networks is one matrix product
+            torch.mm(first[part].reshape(-1, cols), x_t, out=outs[0][part].view(-1, n))
+            for mat, inputs, out in zip(self.mats[1:], outs, outs[1:]):  # noqa: B905 (outs[1:] is shorter)
+                torch.bmm(mat[part], act(inputs[part]), out=out[part])
         return outs[-1][:, 0, :]
 
     def as_ensemble(self) -> Ensemble:
