@@ -135,25 +135,22 @@ class FoldedNets:
              generator: torch.Generator | None = None, reuse: FoldedNets | None = None) -> FoldedNets:
         """Networks first_net .. first_net + k - 1 of the stream ``key`` (counter-based, on CPU), or
         k networks from ``generator`` (any device: torch's generator, for GPUs).
-        ``reuse``: earlier networks of the same spec and k whose memory these take over."""
+        ``reuse``: earlier networks of the same spec and k whose memory these overwrite (and return)."""
         layers, pairs = folded_layers(spec)
         if reuse is None or reuse.mats[0].shape[0] != k:
             reuse = FoldedNets(spec, [torch.empty(k, lay.rows, lay.cols, device=device) for lay in layers])
-        mats = []
-        for layer, buffer in zip(layers, reuse.mats, strict=True):
-            mat = buffer.view(k, layer.rows * layer.cols)
+        for layer, mat in zip(layers, reuse.mats, strict=True):
+            flat = mat.view(k, layer.rows * layer.cols)
             if generator is None:
-                fill_counter(mat.numpy(), spec.prior, key, first_net * pairs + layer.first_pair, pairs,
+                fill_counter(flat.numpy(), spec.prior, key, first_net * pairs + layer.first_pair, pairs,
                              layer.scale)
             else:
-                (mat.normal_(generator=generator) if spec.prior == "gaussian"
-                 else mat.uniform_(-1.0, 1.0, generator=generator))
-                mat.mul_(torch.from_numpy(layer.scale).to(device))
-            mat = mat.view(k, layer.rows, layer.cols)
+                (flat.normal_(generator=generator) if spec.prior == "gaussian"
+                 else flat.uniform_(-1.0, 1.0, generator=generator))
+                flat.mul_(torch.from_numpy(layer.scale).to(device))
             if layer.constant:
                 mat[:, -1, -1] = layer.constant
-            mats.append(mat)
-        return FoldedNets(spec, mats, reuse.outputs)
+        return reuse
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (K, N) of all K networks on the inputs x (N, input_dim): a view of a buffer
