@@ -26,23 +26,30 @@ def test_reference_hash_is_splitmix64():
 
 
 def reference_pairs(kind: str, key: int, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documented transform in float64 with numpy's libm: radius from the high 32 bits, angle in
+    [0, pi/4) from 29 low bits, a swap bit and two sign bits; uniforms from each half's top 24 bits."""
     z = splitmix64(key, np.arange(pairs))
     high, low = (z >> np.uint64(32)).astype(np.float64), (z & np.uint64(0xFFFFFFFF))
-    if kind == "uniform":
-        return (high + 0.5) * 2.0**-31 - 1, (low.astype(np.float64) + 0.5) * 2.0**-31 - 1
+    if kind == "uniform":  # midpoints of 2^24 cells from the top 24 bits
+        return tuple((2 * (half // 256) - 2**24 + 1) * 2.0**-24 for half in (high, low.astype(np.float64)))
     r = np.sqrt(-2 * np.log((high + 0.5) * 2.0**-32))
-    angle = (low & np.uint64(0x3FFFFFFF)).astype(np.float64) * 2.0**-30 * np.pi / 2
+    angle = (low & np.uint64(0x1FFFFFFF)).astype(np.float64) * 2.0**-29 * np.pi / 4
+    swap = (low >> np.uint64(31)).astype(bool)
+    a = np.where(swap, np.sin(angle), np.cos(angle))
+    b = np.where(swap, np.cos(angle), np.sin(angle))
     sign_a = np.where((low >> np.uint64(30)) & np.uint64(1), -1.0, 1.0)
-    sign_b = np.where(low >> np.uint64(31), -1.0, 1.0)
-    return r * np.cos(angle) * sign_a, r * np.sin(angle) * sign_b
+    sign_b = np.where((low >> np.uint64(29)) & np.uint64(1), -1.0, 1.0)
+    return r * a * sign_a, r * b * sign_b
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "uniform"])
 def test_numbers_match_libm_on_the_same_bits(kind):
-    n = 200_000
-    out = fill_counter(np.empty((1, 2 * n), np.float32), kind, 42, 0, n)[0]
-    a, b = reference_pairs(kind, 42, n)
-    assert np.abs(out[:n] - a).max() < 1e-6 and np.abs(out[n:] - b).max() < 1e-6
+    """Float32 kernels, relative error < 1e-6 (~8 ulp) everywhere: near 0 and in the tails too."""
+    n = 200_000  # an odd row: its last number is the first of one more pair
+    out = fill_counter(np.empty((1, 2 * n + 1), np.float32), kind, 42, 0, n + 1)[0].astype(np.float64)
+    first, second = reference_pairs(kind, 42, n + 1)
+    for got, ref in ((out[:n], first[:n]), (out[n:2 * n], second[:n]), (out[2 * n:], first[n:])):
+        assert np.all(np.abs(got - ref) <= 1e-6 * np.abs(ref))
 
 
 def test_rows_take_their_own_block_of_the_stream():
@@ -67,3 +74,16 @@ def test_distributions():
     assert stats.kstest(u, "uniform", args=(-1, 2)).pvalue > 1e-3 and np.abs(u).max() < 1
     other = fill_counter(np.empty((1, n), np.float32), "gaussian", 8, 0, n)[0]
     assert abs(np.corrcoef(z, other)[0, 1]) < 4 / np.sqrt(n)
+
+
+def test_extreme_bits():
+    """The cells at both ends: uniforms stay inside (-1, 1); ln u keeps its relative accuracy where u
+    is tiny (the Gaussian's tail, radius 6.8) and where u is within 2^-33 of 1 (radius ~ 1e-5)."""
+    from nnbias.engines.rng import _centred, _log_unit
+
+    edges = [0, 1, 255, 256, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+    assert all(-1 < _centred(np.uint32(b)) < 1 for b in edges)
+    assert _centred(np.uint32(0)) == -_centred(np.uint32(2**32 - 1))
+    for b in edges:
+        exact = np.log((b + 0.5) * 2.0**-32)
+        assert abs(_log_unit(np.uint32(b)) - exact) <= 1e-6 * abs(exact)
