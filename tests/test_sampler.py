@@ -63,6 +63,23 @@ def test_folded_networks_compute_what_the_ensemble_computes(activation, prior, b
         assert torch.allclose(nets.forward(x), nets.as_ensemble().forward(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sign", "linear"])
+@pytest.mark.parametrize(("encoding", "bias", "hidden", "n"),
+                         [("01", True, (40, 40), 7), ("pm1", True, (6, 5, 4), 5), ("01", False, (9,), 3),
+                          ("pm1", True, (), 4), ("01", True, (3,), 1), ("01", True, (20,), 10)])
+def test_cube_tables_are_the_signs_of_forward(activation, encoding, bias, hidden, n):
+    """The cube kernels (subset-sum first layer, readout straight to bits) against the plain batched
+    forward on ``hypercube`` and np.packbits: equal except where an output is within rounding of 0."""
+    spec = NetworkSpec(n, hidden, activation, bias=bias, sigma_b=0.5, encoding=encoding)
+    nets = FoldedNets.draw(spec, 300, key=3)
+    tables = nets.cube_tables()
+    outputs = nets.forward(hypercube(n, encoding)).clone()
+    differ = np.unpackbits(tables, axis=1, count=2**n) != (outputs.numpy() > 0)
+    near_zero = (outputs.abs() <= 1e-5 * outputs.abs().amax(dim=1, keepdim=True)).numpy()
+    assert not (differ & ~near_zero).any()
+    assert differ.mean() < 1e-3 and len(np.unique(tables, axis=0)) > 1
+
+
 @pytest.mark.parametrize("prior", ["gaussian", "uniform"])
 @pytest.mark.parametrize("torch_generator", [False, True])
 def test_folded_networks_have_the_prior_scales(prior, torch_generator):

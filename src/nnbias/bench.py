@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from nnbias.engines.sampler import FoldedNets, sample_chunk
@@ -61,7 +62,7 @@ def _loop_module(spec: NetworkSpec, x: torch.Tensor, k: int) -> None:
 
 def _stage_costs(spec: NetworkSpec, x: torch.Tensor, k: int = 256, reps: int = 40) -> dict[str, float]:
     """Microseconds per network on one thread: the counter-based draw beside torch's ``normal_``
-    filling the same number of floats, and the forward pass (RNG versus matmul: the design question)."""
+    filling the same number of floats, and the truth tables beside the plain batched forward pass."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     nets = FoldedNets.draw(spec, k, 0)
@@ -69,7 +70,8 @@ def _stage_costs(spec: NetworkSpec, x: torch.Tensor, k: int = 256, reps: int = 4
     generator = torch.Generator().manual_seed(0)
     stages = {"draw (counter RNG)": lambda: FoldedNets.draw(spec, k, 0, reuse=nets),
               "draw baseline (torch normal_)": lambda: floats.normal_(generator=generator),
-              "forward (3 layers, 128 inputs)": lambda: nets.forward(x)}
+              "truth tables (cube kernels, bmm)": nets.cube_tables,
+              "baseline: forward, packbits": lambda: np.packbits(nets.forward(x).numpy() > 0, 1)}
     out = {name: 1e6 / _rate(lambda f=fn: [f() for _ in range(reps)], reps * k)
            for name, fn in stages.items()}
     torch.set_num_threads(threads)

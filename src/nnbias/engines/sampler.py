@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from nnbias.engines.cube import first_layer_on_cube, readout_signs
 from nnbias.engines.ensemble import Ensemble, activation_fn, layer_scales
 from nnbias.engines.rng import fill_counter, pairs_for
 from nnbias.spec import NetworkSpec
@@ -160,17 +161,54 @@ class FoldedNets:
         k, _, cols = first.shape
         if self.spec.bias:
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
-        n = len(x)
-        if n not in self.outputs:
-            self.outputs[n] = [first.new_empty(k, m.shape[1], n) for m in self.mats]
-        outs = self.outputs[n]
+        outs = self._buffers(len(x))
         x_t = x.to(first.dtype).T.contiguous()
-        for part in (slice(a, a + _SLICE) for a in range(0, k, _SLICE)):
+        for part in self._slices(len(x)):
             # the inputs are shared, so the first layer of all networks is one matrix product
-            torch.mm(first[part].reshape(-1, cols), x_t, out=outs[0][part].view(-1, n))
+            torch.mm(first[part].reshape(-1, cols), x_t, out=outs[0][part].view(-1, len(x)))
             for mat, inputs, out in zip(self.mats[1:], outs, outs[1:]):  # noqa: B905 (outs[1:] is shorter)
                 torch.bmm(mat[part], act(inputs[part]), out=out[part])
         return outs[-1][:, 0, :]
+
+    def cube_tables(self) -> np.ndarray:
+        """Packed truth tables (K, ceil(2^n / 8)) of these CPU networks on all 2^n inputs, in the
+        order of ``hypercube``: what ``forward`` on the cube then ``np.packbits`` of the signs gives,
+        with the first layer by subset sums and the readout straight to bits (``engines.cube``)."""
+        spec = self.spec
+        size = 2**spec.input_dim
+        lo, hi = (0.0, 1.0) if spec.encoding == "01" else (-1.0, 1.0)
+        relu = spec.activation == "relu"  # fused into the kernels; any other activation runs in torch
+        act = activation_fn(spec.activation, inplace=True)
+        outs = self._buffers(size)
+        mats, hidden = [m.numpy() for m in self.mats], len(self.mats) - 1
+        packed = np.zeros((len(mats[0]), (size + 7) // 8), np.uint8)
+        for part in self._slices(size):
+            first_layer_on_cube(mats[0], spec.input_dim, lo, hi, relu and hidden > 0, outs[0].numpy(),
+                                part.start, part.stop)
+            for layer in range(1, hidden):
+                inputs = outs[layer - 1][part]
+                torch.bmm(self.mats[layer][part], inputs if relu and layer == 1 else act(inputs),
+                          out=outs[layer][part])
+            if hidden:
+                last = outs[hidden - 1]
+                if not relu:
+                    act(last[part])
+                readout_signs(last.numpy(), mats[-1], relu, packed, part.start, part.stop)
+        if not hidden:
+            packed[:] = np.packbits(outs[0][:, 0].numpy() > 0, axis=1)
+        return packed
+
+    def _buffers(self, size: int) -> list[torch.Tensor]:
+        """Each layer's output buffer (K, rows, size) for ``size`` inputs, kept for the next batch."""
+        if size not in self.outputs:
+            first = self.mats[0]
+            self.outputs[size] = [first.new_empty(len(first), m.shape[1], size) for m in self.mats]
+        return self.outputs[size]
+
+    def _slices(self, size: int) -> list[slice]:
+        """Networks evaluated together: about _SLICE of them at 128 inputs, fewer at more inputs."""
+        step = max(1, _SLICE * 128 // size)
+        return [slice(a, min(a + step, len(self.mats[0]))) for a in range(0, len(self.mats[0]), step)]
 
     def as_ensemble(self) -> Ensemble:
         """The same networks as an ``Ensemble`` (for gradients, kernels, and to check ``forward``)."""
@@ -195,7 +233,8 @@ def truth_tables(spec: NetworkSpec, k: int, key: int, device: str = "cpu",
     out, nets = [], None
     for start in range(0, k, batch):
         nets = FoldedNets.draw(spec, min(batch, k - start), key, start, device, generator, nets)
-        out.append(np.packbits((nets.forward(x) > 0).cpu().numpy(), axis=1))
+        out.append(nets.cube_tables() if device == "cpu"
+                   else np.packbits((nets.forward(x) > 0).cpu().numpy(), axis=1))
     return np.concatenate(out) if out else np.zeros((0, (2**n + 7) // 8), np.uint8)
 
 
