@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -98,13 +99,18 @@ def _sync(device: str) -> None:
 
 
 def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int | None = None,
-                device: str = "cpu") -> dict[str, Any]:
-    """Networks/s of the batched sampler (7-40-40-1 ReLU, all 128 inputs) and its baselines."""
+                device: str = "cpu", rounds: int = 3) -> dict[str, Any]:
+    """Networks/s of the batched sampler (7-40-40-1 ReLU, all 128 inputs) and its baselines.
+
+    The engine and the loops are measured in alternation over ``rounds`` rounds, and each ratio is
+    the median of the rounds' ratios: a shared machine's speed drifts by tens of percent within a
+    minute, and measuring one side early and the other late would put that drift in the ratio.
+    """
     spec = NetworkSpec(7, (40, 40), "relu")
     x = hypercube(7).to(device)
     executor = LocalExecutor(workers)
-    chunk = 2**16
-    chunks = max(executor.workers, samples // chunk)
+    chunk = 2**15
+    chunks = executor.workers * max(1, samples // rounds // chunk // executor.workers)
     sample_chunk(spec, 0, 0, 4096, device=device)  # warm-up
 
     def batched() -> None:
@@ -115,22 +121,28 @@ def bench_pfmap(samples: int = 524_288, loop_samples: int = 3_000, workers: int 
             for c in range(chunks):
                 sample_chunk(spec, 0, c, chunk, device=device, batch=chunk)
 
-    engine = _rate(batched, chunks * chunk)
+    engine, loop, module = [], [], []
+    per_round = loop_samples // rounds
+    for _ in range(rounds):
+        engine.append(_rate(batched, chunks * chunk))
+        loop.append(_rate(lambda: _loop_functional(spec, x, per_round), per_round))
+        module.append(_rate(lambda: _loop_module(spec, x, per_round // 2), per_round // 2))
     stages = _stage_costs(spec, x) if device == "cpu" else {}
-    loop = _rate(lambda: _loop_functional(spec, x, loop_samples), loop_samples)
-    module = _rate(lambda: _loop_module(spec, x, loop_samples // 2), loop_samples // 2)
     gflops = matmul_gflops(device)
     flops_per_net = 2 * 128 * sum(i * o for i, o in spec.layer_sizes)
-    effective = engine * flops_per_net / 1e9
+    rate = statistics.median(engine)
+    effective = rate * flops_per_net / 1e9
     return {
         "network": spec.describe(), "device": device, "workers": executor.workers,
-        "torch_threads": torch.get_num_threads(),
-        "batched_nets_per_s": engine,
-        "loop_nets_per_s": loop, "module_loop_nets_per_s": module,
-        "speedup_vs_loop": engine / loop, "speedup_vs_module_loop": engine / module,
+        "torch_threads": torch.get_num_threads(), "rounds": rounds,
+        "batched_nets_per_s": rate,
+        "loop_nets_per_s": statistics.median(loop), "module_loop_nets_per_s": statistics.median(module),
+        "speedup_vs_loop": statistics.median(e / lp for e, lp in zip(engine, loop, strict=True)),
+        "speedup_vs_module_loop": statistics.median(e / m for e, m in zip(engine, module, strict=True)),
+        "speedups_vs_loop_by_round": [e / lp for e, lp in zip(engine, loop, strict=True)],
         "dense_matmul_gflops": gflops, "sampler_effective_gflops": effective,
         "fraction_of_matmul_peak": effective / gflops,
-        "hours_for_1e8": 1e8 / engine / 3600,
+        "hours_for_1e8": 1e8 / rate / 3600,
         "us_per_net_one_thread": stages,
     }
 

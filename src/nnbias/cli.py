@@ -332,9 +332,11 @@ def bench_pfmap_cmd(
     r = bench_pfmap(parse_count("samples", samples), workers=workers, device=check_device(device))
     emit(r, as_json, "\n".join([
         f"network: {r['network']} on all 128 inputs, device {r['device']}, {r['workers']} workers",
+        f"medians of {r['rounds']} rounds, engine and loops measured in alternation",
         f"batched engine        {r['batched_nets_per_s']:>12,.0f} nets/s",
         f"per-network loop      {r['loop_nets_per_s']:>12,.0f} nets/s   "
-        f"ratio {r['speedup_vs_loop']:.1f}x",
+        f"ratio {r['speedup_vs_loop']:.1f}x (median of rounds: "
+        f"{', '.join(f'{v:.1f}' for v in r['speedups_vs_loop_by_round'])})",
         f"nn.Module re-init     {r['module_loop_nets_per_s']:>12,.0f} nets/s   "
         f"ratio {r['speedup_vs_module_loop']:.1f}x",
         f"dense matmul          {r['dense_matmul_gflops']:>12.1f} GFLOP/s; sampler does "
