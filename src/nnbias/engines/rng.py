@@ -31,6 +31,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+# names the numbers a key gives: part of a sampling run's identity (a run resumed by a version with
+# another stream would mix two streams), so it changes whenever they do
+STREAM = "splitmix64-boxmuller-float32"
+
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)

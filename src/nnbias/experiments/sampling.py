@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
 from nnbias.errors import NNBiasError, check_choice, check_int
 from nnbias.executor import LocalExecutor, run_chunks
@@ -58,10 +59,11 @@ class SamplingConfig:
         return [min(self.chunk_size, self.samples - i * self.chunk_size) for i in range(n)]
 
     def to_dict(self) -> dict[str, Any]:
-        # torch's normal_ fills in blocks, so how draws map to networks depends on the
-        # batch size, and CPU and GPU streams differ: both are part of what a run is.
+        # on a GPU torch's normal_ fills in blocks, so how draws map to networks depends on the
+        # batch size, and CPU and GPU streams differ: all are part of what a run is.
         return {"spec": self.spec.to_dict(), "samples": self.samples, "seed": self.seed,
-                "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device}
+                "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device,
+                "stream": STREAM if self.device == "cpu" else "torch"}
 
 
 def _chunk_task(config: SamplingConfig, chunk: int) -> FunctionCounts:
