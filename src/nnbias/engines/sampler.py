@@ -184,21 +184,22 @@ class FoldedNets:
         act = activation_fn(spec.activation, inplace=True)
         outs = self._buffers(size)
         mats, hidden = [m.numpy() for m in self.mats], len(self.mats) - 1
+        first_out = outs[0].numpy()
+        last_in = outs[hidden - 1].numpy()
         packed = np.zeros((len(mats[0]), (size + 7) // 8), np.uint8)
         for part in self._slices(size):
-            first_layer_on_cube(mats[0], spec.input_dim, lo, hi, relu and hidden > 0, outs[0].numpy(),
+            first_layer_on_cube(mats[0], spec.input_dim, lo, hi, relu and hidden > 0, first_out,
                                 part.start, part.stop)
             for layer in range(1, hidden):
                 inputs = outs[layer - 1][part]
                 torch.bmm(self.mats[layer][part], inputs if relu and layer == 1 else act(inputs),
                           out=outs[layer][part])
             if hidden:
-                last = outs[hidden - 1]
                 if not relu:
-                    act(last[part])
-                readout_signs(last.numpy(), mats[-1], relu, packed, part.start, part.stop)
+                    act(outs[hidden - 1][part])
+                readout_signs(last_in, mats[-1], relu, packed, part.start, part.stop)
         if not hidden:
-            packed[:] = np.packbits(outs[0][:, 0].numpy() > 0, axis=1)
+            packed[:] = np.packbits(first_out[:, 0] > 0, axis=1)
         return packed
 
     def _buffers(self, size: int) -> list[torch.Tensor]:
