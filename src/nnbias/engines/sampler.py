@@ -30,7 +30,7 @@ from nnbias.engines.cube import first_layer_on_cube, readout_signs
 from nnbias.engines.ensemble import Ensemble, activation_fn, layer_scales
 from nnbias.engines.rng import fill_counter, pairs_for
 from nnbias.spec import NetworkSpec
-from nnbias.tasks.boolean import check_n_bits, hypercube
+from nnbias.tasks.boolean import check_n_bits, encoding_levels, hypercube
 
 # networks per batched computation: 128-512 measured alike; 32 is slower with 2 workers (per-batch
 # Python work holds the GIL)
@@ -179,7 +179,7 @@ class FoldedNets:
         with the first layer by subset sums and the readout straight to bits (``engines.cube``)."""
         spec = self.spec
         size = 2**spec.input_dim
-        lo, hi = (0.0, 1.0) if spec.encoding == "01" else (-1.0, 1.0)
+        lo, hi = encoding_levels(spec.encoding)
         relu = spec.activation == "relu"  # fused into the kernels; any other activation runs in torch
         act = activation_fn(spec.activation, inplace=True)
         outs = self._buffers(size)

@@ -21,14 +21,20 @@ def check_n_bits(n: int) -> int:
     return check_int("n (number of Boolean inputs)", n, minimum=1, maximum=MAX_BITS)
 
 
+def encoding_levels(encoding: str) -> tuple[float, float]:
+    """The values (bit 0, bit 1) of an input coordinate under ``encoding``."""
+    check_choice("encoding", encoding, ("01", "pm1"))
+    return (0.0, 1.0) if encoding == "01" else (-1.0, 1.0)
+
+
 def hypercube(n: int, encoding: str = "01", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """All 2**n inputs as a (2**n, n) tensor in the package's input order."""
     n = check_n_bits(n)
-    check_choice("encoding", encoding, ("01", "pm1"))
+    lo, hi = encoding_levels(encoding)
     idx = torch.arange(2**n).unsqueeze(1)
     shifts = torch.arange(n - 1, -1, -1)
     bits = ((idx >> shifts) & 1).to(dtype)
-    return bits if encoding == "01" else 2 * bits - 1
+    return (lo + (hi - lo) * bits).to(dtype)
 
 
 def pack(outputs: np.ndarray) -> np.ndarray:
