@@ -22,16 +22,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# nogil: worker threads run in parallel; numpy error model and fast-math: the loops vectorise
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy", "fastmath": True}
-
+from nnbias.engines.rng import JIT_OPTIONS
 
 # the first layer's low table spans 5 coordinates: 32 entries, the iterations LLVM needs to vectorise
 # (8 lanes x 4), and a count fixed at compile time so that the table is 5 multiply-adds per entry
 _LOW = 5
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def first_layer_on_cube(w, n, lo, hi, relu, out, start, stop):
     """Pre-activations (or their ReLU) of networks start..stop-1 on all 2^n inputs of {lo, hi}^n, in the
     package's input order (coordinate 0 is the most significant bit of the input's index).
@@ -78,7 +76,7 @@ def first_layer_on_cube(w, n, lo, hi, relu, out, start, stop):
                         out[k, r, a * width + b] = shift + low_sums[b]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def readout_signs(h, w, relu, out, start, stop):
     """Packed truth tables of networks start..stop-1: bit x is [sum_r w[r] act(h[r, x]) > 0], act = ReLU
     or identity, bits packed as ``np.packbits`` packs them (first input in the high bit).
@@ -105,7 +103,7 @@ def readout_signs(h, w, relu, out, start, stop):
             out[k, byte] = bits
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _bit_table(bits):
     """(bits, 2^bits) float32: entry (c, i) is bit c of i, counted from the most significant."""
     table = np.empty((bits, 2**bits), np.float32)

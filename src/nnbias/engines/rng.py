@@ -52,8 +52,9 @@ _COS_POLY = (_F(2.443315711809948e-5), _F(-1.388731625493765e-3), _F(4.166664568
 _2_POW_M32 = _F(2.0**-32)
 _2_POW_M24 = _F(2.0**-24)
 _ANGLE_UNIT = _F(math.pi / 4 * 2.0**-29)  # 29 bits of angle span [0, pi/4)
-# nogil: worker threads run in parallel; numpy error model: no division-by-zero branch, so loops vectorise
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy", "fastmath": True}
+# the sampler's numba kernels (here and in engines.cube): nogil, so worker threads run in parallel; numpy
+# error model (no division-by-zero branch) and fast-math, so the loops vectorise; cached compilation
+JIT_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "fastmath": True}
 
 
 @intrinsic
@@ -70,7 +71,7 @@ def _float_to_bits(typingctx, value):
     return types.uint32(types.float32), codegen
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _splitmix64(key, counter):
     z = key + (counter + np.uint64(1)) * _GAMMA
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -78,13 +79,13 @@ def _splitmix64(key, counter):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _unit(bits):
     """(bits + 1/2) 2^-32: the midpoint of the bits' cell of (0, 1), in float32."""
     return (np.float32(bits) + _HALF) * _2_POW_M32
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _log_unit(bits):
     """ln u, u = (bits + 1/2) 2^-32, to float32 accuracy relative to ln u everywhere: for u >= sqrt(1/2)
     through 1 - u, formed from the complemented bits (u itself would round away what ln u is made of);
@@ -108,7 +109,7 @@ def _log_unit(bits):
     return ef * _LN2_HI + (s - _HALF * z + (s * z * p + ef * _LN2_LO))
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _normal_pair(high, low):
     """Two independent N(0, 1) by Box-Muller: radius from the 32 high bits; angle pi/4-uniform from 29 low
     bits, then one bit swaps (cos, sin) (the angle's reflection about pi/4) and two bits give the signs:
@@ -125,19 +126,19 @@ def _normal_pair(high, low):
     return r * a * sign_a, r * b * sign_b
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _uniform_pair(high, low):
     """Two independent U(-1, 1), one from the top 24 bits of each half: the midpoints (2c + 1) 2^-24 of
     2^24 equal cells, exact in float32 (never +-1, symmetric about 0)."""
     return _centred(high), _centred(low)
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _centred(bits):
     return np.float32(2 * (np.int32(bits >> np.uint32(8)) - 2**23) + 1) * _2_POW_M24
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _hash_row(bits, size, key, base):
     """The stream's words for a row of ``size`` numbers: pair i (SplitMix64 of counter base + i) puts its
     high half in bits[i] and its low half in bits[n + i], n = size // 2; an odd last number takes one
@@ -156,7 +157,7 @@ def _hash_row(bits, size, key, base):
 def _make_fill(pair):
     """Two passes per row, each vectorised at its own width: the 64-bit hash into 32-bit words, then the
     transform in float32 (8 lanes), from a scratch row (distinct memory, so LLVM need not assume overlap)."""
-    @njit(**_JIT)
+    @njit(**JIT_OPTIONS)
     def fill(out, scale, key, first, stride):
         size = out.shape[1]
         n = size // 2
