@@ -148,3 +148,16 @@ def test_merge_sums_counts():
     b = FunctionCounts(np.array([[2], [5]], np.uint8), np.array([10, 1]))
     m = FunctionCounts.merge([a, b])
     assert m.tables[:, 0].tolist() == [1, 2, 5] and m.counts.tolist() == [3, 14, 1]
+
+
+@pytest.mark.parametrize("hidden", [(6,), (6, 5)])
+def test_cube_tables_when_every_unit_is_dead(hidden):
+    """ReLU units that are zero on every input are left out of the products; with all of a layer
+    gone (no bias), the next layer sees an empty sum, and the tables still match ``forward``."""
+    spec = NetworkSpec(4, hidden, "relu", bias=False)
+    nets = FoldedNets.draw(spec, 50, key=2)
+    nets.mats[0].abs_().neg_()  # every first-layer weight <= 0: zero on {0, 1}^4
+    nets.mats[-1].abs_()
+    nets.mats[-1][::2].neg_()
+    expected = np.packbits(nets.forward(hypercube(4)).numpy() > 0, axis=1)
+    assert np.array_equal(nets.cube_tables(), expected) and not expected.any()
