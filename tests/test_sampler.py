@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnbias.engines.cube import FUSED_ACTIVATIONS
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.sampler import FoldedNets, FunctionCounts, sample_chunk, truth_tables
 from nnbias.engines.volumes import exact_volumes
@@ -63,13 +64,14 @@ def test_folded_networks_compute_what_the_ensemble_computes(activation, prior, b
         assert torch.allclose(nets.forward(x), nets.as_ensemble().forward(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sign", "linear"])
+@pytest.mark.parametrize("activation", FUSED_ACTIVATIONS)
 @pytest.mark.parametrize(("encoding", "bias", "hidden", "n"),
                          [("01", True, (40, 40), 7), ("pm1", True, (6, 5, 4), 5), ("01", False, (9,), 3),
                           ("pm1", True, (), 4), ("01", True, (3,), 1), ("01", True, (20,), 10)])
 def test_cube_tables_are_the_signs_of_forward(activation, encoding, bias, hidden, n):
-    """The cube kernels (subset-sum first layer, readout straight to bits) against the plain batched
-    forward on ``hypercube`` and np.packbits: equal except where an output is within rounding of 0."""
+    """The compiled loop (subset-sum first layer, BLAS products, readout straight to bits) against the
+    plain batched forward on ``hypercube`` and np.packbits: equal except where an output is within
+    rounding of 0."""
     spec = NetworkSpec(n, hidden, activation, bias=bias, sigma_b=0.5, encoding=encoding)
     nets = FoldedNets.draw(spec, 300, key=3)
     tables = nets.cube_tables()
@@ -152,8 +154,8 @@ def test_merge_sums_counts():
 
 @pytest.mark.parametrize("hidden", [(6,), (6, 5)])
 def test_cube_tables_when_every_unit_is_dead(hidden):
-    """ReLU units that are zero on every input are left out of the products; with all of a layer
-    gone (no bias), the next layer sees an empty sum, and the tables still match ``forward``."""
+    """A first layer that is zero on every input (ReLU, no bias): every later sum is exactly 0, which is
+    not > 0, as in ``forward``."""
     spec = NetworkSpec(4, hidden, "relu", bias=False)
     nets = FoldedNets.draw(spec, 50, key=2)
     nets.mats[0].abs_().neg_()  # every first-layer weight <= 0: zero on {0, 1}^4

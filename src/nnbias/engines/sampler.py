@@ -13,9 +13,10 @@ generator costs more than the matrix products, so on CPU the parameters come
 from the counter-based stream of ``engines.rng`` (network i of a chunk owns a
 fixed block of it), drawn straight into the bias-folded layout of
 ``FoldedNets`` with the prior's scale applied in the same pass; the truth
-tables then come from ``engines.cube``'s kernels at both ends of the network
-(subset sums for the first layer, signs straight to bits for the readout)
-around torch's batched products.
+tables then come from ``engines.cube``'s compiled loop, one network at a
+time (subset sums for the first layer, BLAS for the hidden products, signs
+straight to bits for the readout). GPUs, and activations that loop does not
+compute, take torch's batched forward pass.
 """
 
 from __future__ import annotations
