@@ -31,6 +31,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from nnbias.errors import check_choice
+
 # names the numbers a key gives: part of a sampling run's identity (a run resumed by a version with
 # another stream would mix two streams), so it changes whenever they do
 STREAM = "splitmix64-boxmuller-float32"
@@ -154,27 +156,34 @@ def _hash_row(bits, size, key, base):
         bits[2 * n + 1] = np.uint32(z & _LOW32)
 
 
-def _make_fill(pair):
+@njit(**JIT_OPTIONS)
+def _fill(out, scale, key, first, stride, gaussian):
     """Two passes per row, each vectorised at its own width: the 64-bit hash into 32-bit words, then the
-    transform in float32 (8 lanes), from a scratch row (distinct memory, so LLVM need not assume overlap)."""
-    @njit(**JIT_OPTIONS)
-    def fill(out, scale, key, first, stride):
-        size = out.shape[1]
-        n = size // 2
-        bits = np.empty(size + 1, np.uint32)
-        for j in range(out.shape[0]):
-            row = out[j]
-            _hash_row(bits, size, key, first + np.uint64(j) * stride)
+    transform in float32 (8 lanes), from a scratch row (distinct memory, so LLVM need not assume overlap).
+    (One kernel with a flag, not one per kind made by a factory: numba's cache keys a function by its
+    name and line, so two closures would overwrite each other's cache and compile in every process.)"""
+    size = out.shape[1]
+    n = size // 2
+    bits = np.empty(size + 1, np.uint32)
+    for j in range(out.shape[0]):
+        row = out[j]
+        _hash_row(bits, size, key, first + np.uint64(j) * stride)
+        if gaussian:
             for i in range(n):
-                a, b = pair(bits[i], bits[n + i])
+                a, b = _normal_pair(bits[i], bits[n + i])
                 row[i] = a * scale[i]
                 row[n + i] = b * scale[n + i]
-            if size % 2:
-                row[size - 1] = pair(bits[size - 1], bits[size])[0] * scale[size - 1]
-    return fill
-
-
-_FILL = {"gaussian": _make_fill(_normal_pair), "uniform": _make_fill(_uniform_pair)}
+        else:
+            for i in range(n):
+                a, b = _uniform_pair(bits[i], bits[n + i])
+                row[i] = a * scale[i]
+                row[n + i] = b * scale[n + i]
+        if size % 2:
+            if gaussian:
+                last = _normal_pair(bits[size - 1], bits[size])[0]
+            else:
+                last = _uniform_pair(bits[size - 1], bits[size])[0]
+            row[size - 1] = last * scale[size - 1]
 
 
 def pairs_for(size: int) -> int:
@@ -190,6 +199,7 @@ def fill_counter(out: np.ndarray, kind: str, key: int, first: int, stride: int,
     A stride of at least ``pairs_for(size)`` keeps rows disjoint; callers give each network a
     block of pairs so that its numbers never depend on which batch it was drawn in.
     """
+    check_choice("prior", kind, ("gaussian", "uniform"))
     scale = np.ones(out.shape[1], np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
-    _FILL[kind](out, scale, np.uint64(key % 2**64), np.uint64(first), np.uint64(stride))
+    _fill(out, scale, np.uint64(key % 2**64), np.uint64(first), np.uint64(stride), kind == "gaussian")
     return out
