@@ -342,7 +342,7 @@ def bench_pfmap_cmd(
         f"dense matmul          {r['dense_matmul_gflops']:>12.1f} GFLOP/s; sampler does "
         f"{r['sampler_effective_gflops']:.1f} GFLOP/s = {r['fraction_of_matmul_peak']:.2f} of it",
         f"1e8 samples would take {r['hours_for_1e8'] * 60:.1f} min",
-        *(f"  one thread, {name:31s} {us:6.2f} us/net" for name, us in r["us_per_net_one_thread"].items())]))
+        *(f"  one thread, {name:36s} {us:6.2f} us/net" for name, us in r["us_per_net_one_thread"].items())]))
 
 
 @app.command("sgd-vs-bayes")
