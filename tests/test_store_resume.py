@@ -105,3 +105,21 @@ def test_store_is_plain_duckdb(tmp_path):
     status = con.execute("SELECT status, seed FROM runs").fetchall()
     con.close()
     assert total == 1000 and status == [("done", 0)]
+
+
+def test_chunk_counts_are_summed_into_function_counts_when_the_run_finishes(tmp_path):
+    """Chunks append their counts; finishing the run sums them, per function, into function_counts
+    (adding to counts already there, as a run begun by an older version has) in the same
+    transaction that marks it done; finishing again adds nothing."""
+    with Store(tmp_path / "s.duckdb") as st:
+        run_id = st.start_run("pfmap", {"x": 1}, 0)
+        st.con.execute("INSERT INTO function_counts VALUES (?, 2, '0110'::BIT, 5)", [run_id])
+        st.commit_function_chunk(run_id, 0, 2, ["0110", "0001"], [3, 1])
+        st.commit_function_chunk(run_id, 1, 2, ["0001", "1111"], [2, 7])
+        assert st.function_counts(run_id)["count"].sum() == 5  # chunks not summed while running
+        for _ in range(2):
+            st.finish_run(run_id)
+            summed = dict(st.function_counts(run_id).itertuples(index=False, name=None))
+            assert summed == {"0110": 8, "0001": 3, "1111": 7}
+        assert st.one("SELECT count(*) FROM chunk_function_counts")[0] == 0
+        assert st.run_status(run_id) == "done" and st.total_samples(run_id) == 13
