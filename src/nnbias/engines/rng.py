@@ -168,22 +168,19 @@ def _fill(out, scale, key, first, stride, gaussian):
     for j in range(out.shape[0]):
         row = out[j]
         _hash_row(bits, size, key, first + np.uint64(j) * stride)
-        if gaussian:
-            for i in range(n):
-                a, b = _normal_pair(bits[i], bits[n + i])
-                row[i] = a * scale[i]
-                row[n + i] = b * scale[n + i]
-        else:
-            for i in range(n):
-                a, b = _uniform_pair(bits[i], bits[n + i])
-                row[i] = a * scale[i]
-                row[n + i] = b * scale[n + i]
+        for i in range(n):
+            a, b = _pair(bits[i], bits[n + i], gaussian)
+            row[i] = a * scale[i]
+            row[n + i] = b * scale[n + i]
         if size % 2:
-            if gaussian:
-                last = _normal_pair(bits[size - 1], bits[size])[0]
-            else:
-                last = _uniform_pair(bits[size - 1], bits[size])[0]
-            row[size - 1] = last * scale[size - 1]
+            row[size - 1] = _pair(bits[size - 1], bits[size], gaussian)[0] * scale[size - 1]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _pair(high, low, gaussian):
+    """The stream's two numbers from one pair of words: normal or uniform (the flag is the same for a
+    whole fill, so the compiled loop is split on it and each half vectorises)."""
+    return _normal_pair(high, low) if gaussian else _uniform_pair(high, low)
 
 
 def pairs_for(size: int) -> int:
