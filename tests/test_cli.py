@@ -36,6 +36,25 @@ def test_pfmap_json_and_runs(tmp_path):
     assert (tmp_path / "figs" / "p_vs_lz.png").stat().st_size > 1000
     runs = json.loads(nnbias("runs", "--json", cwd=tmp_path).stdout)
     assert len(runs) == 4 and all(run["status"] == "done" for run in runs)
+    # the claim table is read back from the store, as the run judged it
+    table = nnbias("claims", "--run", doc["run_id"], "--markdown", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("| claim | measured | verdict | rule |")
+    assert table.stdout.count("\n") == len(doc["claims"]) + 2
+    stored = json.loads(nnbias("claims", "--run", doc["run_id"], "--json", cwd=tmp_path).stdout)
+    assert [c["verdict"] for c in stored["claims"]] == [c["verdict"] for c in doc["claims"]]
+    none = nnbias("claims", cwd=tmp_path)
+    assert none.returncode == 2 and "no finished reproduce run" in none.stderr
+
+
+def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
+    """On {-1,+1}^n Thm 4.1 does not apply (f(-x) = -f(x)): the row tests T = 2^(n-1), not uniformity."""
+    r = nnbias("pfmap", "-n", "4", "--hidden", "8", "--encoding", "pm1", "--samples", "2e4",
+               "--theorem-samples", "2e4", "--exact-samples", "2e4", "--out", str(tmp_path / "f"), "--json",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = next(c for c in json.loads(r.stdout)["claims"] if c["claim"].startswith("A3 on {-1,+1}^n"))
+    assert row["verdict"] == "supported" and "1.000000" in row["measured"]
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -50,6 +69,7 @@ def test_pfmap_json_and_runs(tmp_path):
     (["pfmap", "--store", "NOTDB"], "cannot be opened as a DuckDB database"),
     (["volumes", "--inputs", "4"], "inputs=4"),
     (["runs", "--store", "missing.duckdb"], "does not exist"),
+    (["claims", "--store", "missing.duckdb"], "does not exist"),
     (["pfmap", "--device", "tpu"], "device='tpu'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):

@@ -3,8 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import sympy
 
 from nnbias.measures.complexity import (
+    COMPLEXITY_VERSION,
     complexity_table,
     critical_sample_ratio,
     entropy,
@@ -12,6 +14,7 @@ from nnbias.measures.complexity import (
     generalisation_complexity,
     lz76_words,
     lz_complexity,
+    minimal_forms,
 )
 
 
@@ -75,11 +78,43 @@ def test_entropy_csr_generalisation():
     assert generalisation_complexity(["00000000"])[0] == 0.0
 
 
-def test_expression_size():
-    assert expression_size("0001") == 2  # x0 & x1
-    assert expression_size("0110") == 4  # xor
-    assert expression_size("01101001") == 12  # 3-bit parity: 4 terms of 3 literals
-    assert expression_size("0000") == 0
-    assert expression_size("00001111") == 1  # x0
+def _truth_table(expr, n: int) -> str:
+    xs = sympy.symbols(f"x0:{n}")
+    return "".join("1" if bool(expr.subs({x: (i >> (n - 1 - j)) & 1 for j, x in enumerate(xs)})) else "0"
+                   for i in range(2**n))
+
+
+@pytest.mark.parametrize("table", ["0001", "0110", "0111", "01101001", "00010111", "0000011101110111",
+                                   "1000000000000001", "0101010101010110"])
+def test_both_minimal_forms_compute_f_itself(table):
+    """The old code built the POS form of NOT f; each form must reproduce f on every input."""
+    n = int(math.log2(len(table)))
+    for form in minimal_forms(table):
+        assert _truth_table(form, n) == table
+
+
+def test_expression_size_counts_operations_of_the_smaller_form():
+    # (x0 | x1) & (x2 | x3): POS 3 operations, SOP x0&x2 | x0&x3 | x1&x2 | x1&x3 is 5
+    sop, pos = minimal_forms("0000011101110111")
+    assert sympy.count_ops(pos) == 3 and sympy.count_ops(sop) == 5
+    assert expression_size("0000011101110111") == 3
+    assert expression_size("0001") == 1  # x0 & x1
+    assert expression_size("0111") == 1  # x0 | x1
+    assert expression_size("0110") == 5  # (x0 & ~x1) | (x1 & ~x0)
+    assert expression_size("0000") == 0 and expression_size("00001111") == 0  # constant, x0
     frame = complexity_table(["0001", "1111"])
-    assert list(frame["expression_size"]) == [2, 0]
+    assert list(frame["expression_size"]) == [1, 0]
+
+
+def test_stale_complexity_cache_rows_are_recomputed(tmp_path):
+    """Rows cached under an older COMPLEXITY_VERSION (the wrong expression sizes) are not served."""
+    from nnbias.experiments.pfmap import complexities
+    from nnbias.store import Store
+
+    with Store(tmp_path / "c.duckdb") as st:
+        st.con.execute("INSERT INTO function_complexity VALUES ('0000011101110111', 1, 1, 1, 1, 8, 1)")
+        assert len(st.cached_complexity(["0000011101110111"])) == 0
+        fresh = complexities(st, ["0000011101110111"], top=1)
+        assert int(fresh["expression_size"].iloc[0]) == 3
+        row = st.one("SELECT expression_size, version FROM function_complexity")
+    assert row == (3, COMPLEXITY_VERSION)

@@ -7,6 +7,7 @@ naming the value and what is allowed, and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -61,8 +62,9 @@ def emit(result: Any, as_json: bool, human: str) -> None:
 
 
 def claims_text(claims: list[dict[str, str]]) -> str:
-    """Claim, measurement and verdict, one block each, for the terminal."""
-    return "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}" for c in claims)
+    """Claim, measurement, verdict and its rule, one block each, for the terminal."""
+    return "\n".join(f"- {c['claim']}\n    {c['measured']}\n    => {c['verdict']}  ({c['rule']}"
+                     + (f"; to decide: {c['decide']})" if c.get("decide") else ")") for c in claims)
 
 
 def emit_experiment(result: dict[str, Any], keys: tuple[str, ...], table: Any, as_json: bool) -> None:
@@ -82,6 +84,8 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, np.generic):
         return obj.item()
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
     raise TypeError(type(obj).__name__)
 
 
@@ -194,10 +198,41 @@ def runs(store: Path = STORE, as_json: bool = JSON) -> None:
 
 
 @app.command()
+def claims(
+    run: str = typer.Option(None, "--run", help="Run id [default: the latest finished reproduce run]."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
+    readme: Path = typer.Option(None, "--readme", help="Write the Markdown table into this README's "
+                                                        "generated claims block."),
+    store: Path = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """The claim table of a run, read from the store (nothing is rerun)."""
+    from nnbias.report.claims import markdown_table, write_readme_block
+    from nnbias.store import Store
+
+    with Store(store, read_only=True) as st:
+        run_id = run or st.latest_run("reproduce")
+        if run_id is None:
+            raise NNBiasError(f"store {str(st.path)!r} holds no finished reproduce run; run `nnbias "
+                              "reproduce` or name a run with --run")
+        if st.run_status(run_id) is None:
+            raise NNBiasError(f"run={run_id!r} is not in the store; `nnbias runs` lists them")
+        rows = st.claims(run_id)
+    if not rows:
+        raise NNBiasError(f"run={run_id!r} has no claims (only experiment runs and reproduce runs do)")
+    table = markdown_table(rows)
+    if readme is not None:
+        write_readme_block(readme, table)
+    emit({"run_id": run_id, "claims": rows}, as_json, table.rstrip("\n") if markdown else claims_text(rows))
+
+
+@app.command()
 def reproduce(
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results"), help="Folder for the report and figures."),
-    samples: str = typer.Option("1e6", help="Networks for the main P(f) run."),
+    samples: str = typer.Option(None, help="Networks for the main P(f) run [small: 1e6, paper: 1e8]."),
+    scale: str = typer.Option("small", help="small (minutes on 2 cores) or paper (the original papers' "
+                                            "sizes: hours, or a GPU / cluster)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     executor: str = typer.Option("threads", help="threads or dask."),
@@ -206,16 +241,17 @@ def reproduce(
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Run every experiment at a small default scale and write an HTML report."""
-    from nnbias.experiments.pfmap import default_settings
+    """Run every experiment (small scale by default) and write an HTML report."""
     from nnbias.experiments.reproduce import reproduce as run
+    from nnbias.experiments.reproduce import scale_settings
     from nnbias.store import Store
 
-    settings = default_settings(parse_count("samples", samples), seed=seed, device=device)
+    settings = scale_settings(scale, check_int("seed", seed, minimum=0),
+                              parse_count("samples", samples) if samples else None, device=device)
     ex = _executor(executor, workers, scheduler)
     try:
         with Store(store) as st:
-            result = run(st, out, settings, ex, quiet)
+            result = run(st, out, executor=ex, quiet=quiet, **settings)
     finally:
         getattr(ex, "close", lambda: None)()
     emit({"report": result["report"], "claims": result["claims"]}, as_json,

@@ -15,7 +15,11 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
   (appending stays fast however many functions a run has seen; adding into
   one keyed table slowed a 10^8-sample run down to the writer's pace).
 * ``function_complexity``: (truth_table, lz, entropy, csr, generalisation,
-  expression_size): complexity measures, a cache keyed by the truth table.
+  expression_size, version): complexity measures, a cache keyed by the truth
+  table; rows of another ``measures.complexity.COMPLEXITY_VERSION`` are stale
+  and recomputed (and overwritten) when next asked for.
+* ``claims``: (run_id, position, claim, measured, verdict, rule, decide): each
+  run's claim table as judged by ``estimators.verdicts`` (``nnbias claims``).
 * experiment tables such as ``pfmap_theorem`` (created by the experiment).
 
 A chunk's counts and its done-mark are written in one transaction, and so are
@@ -55,9 +59,13 @@ CREATE TABLE IF NOT EXISTS function_counts (
     PRIMARY KEY (run_id, truth_table));
 CREATE TABLE IF NOT EXISTS chunk_function_counts (
     run_id VARCHAR, chunk INTEGER, n_inputs INTEGER, truth_table BIT, count BIGINT);
+CREATE TABLE IF NOT EXISTS claims (
+    run_id VARCHAR, position INTEGER, claim VARCHAR, measured VARCHAR, verdict VARCHAR, rule VARCHAR,
+    decide VARCHAR);
 CREATE TABLE IF NOT EXISTS function_complexity (
     truth_table VARCHAR PRIMARY KEY, lz DOUBLE, entropy DOUBLE, csr DOUBLE,
     generalisation DOUBLE, expression_size INTEGER);
+ALTER TABLE function_complexity ADD COLUMN IF NOT EXISTS version INTEGER;
 """
 
 
@@ -154,6 +162,28 @@ class Store:
             "FROM runs r LEFT JOIN chunks c USING (run_id) GROUP BY ALL "
             "ORDER BY r.started_at").df()
 
+    def latest_run(self, experiment: str) -> str | None:
+        """The most recently finished run of an experiment, if any."""
+        row = self.one("SELECT run_id FROM runs WHERE experiment = ? AND status = 'done' "
+                       "ORDER BY ended_at DESC LIMIT 1", [experiment])
+        return None if row is None else row[0]
+
+    # claims -----------------------------------------------------------------
+    def save_claims(self, run_id: str, claims: list[dict[str, str]]) -> None:
+        """A run's claim table, replacing the one stored before (verdicts follow the stored data)."""
+        frame = pd.DataFrame([{"position": i, **{k: c.get(k, "") for k in
+                                                 ("claim", "measured", "verdict", "rule", "decide")}}
+                              for i, c in enumerate(claims)])
+        with self._transaction():
+            self.con.execute("DELETE FROM claims WHERE run_id = ?", [run_id])
+            if len(frame):
+                self.append_rows("claims", run_id, frame)
+
+    def claims(self, run_id: str) -> list[dict[str, str]]:
+        rows = self.con.execute("SELECT claim, measured, verdict, rule, decide FROM claims WHERE run_id = ? "
+                                "ORDER BY position", [run_id]).df()
+        return rows.to_dict(orient="records")
+
     # chunks -----------------------------------------------------------------
     def done_chunks(self, run_id: str) -> set[int]:
         rows = self.con.execute("SELECT chunk FROM chunks WHERE run_id = ?", [run_id]).fetchall()
@@ -216,20 +246,27 @@ class Store:
                             [run_id])[0])
 
     def cached_complexity(self, tables: list[str]) -> pd.DataFrame:
+        """Cached complexity rows of ``tables`` computed under the current definitions."""
+        from nnbias.measures.complexity import COMPLEXITY_VERSION
+
         frame = pd.DataFrame({"truth_table": tables})
         self.con.register("wanted", frame)
         try:
-            return self.con.execute("SELECT c.* FROM function_complexity c "
-                                    "JOIN wanted USING (truth_table)").df()
+            return self.con.execute("SELECT c.* EXCLUDE (version) FROM function_complexity c "
+                                    "JOIN wanted USING (truth_table) WHERE c.version = ?",
+                                    [COMPLEXITY_VERSION]).df()
         finally:
             self.con.unregister("wanted")
 
     def save_complexity(self, frame: pd.DataFrame) -> None:
+        """Cache complexity rows, replacing stale rows of the same truth tables."""
+        from nnbias.measures.complexity import COMPLEXITY_VERSION
+
         self.con.register("new_complexity", frame)
         try:
-            self.con.execute("INSERT OR IGNORE INTO function_complexity "
-                             "SELECT truth_table, lz, entropy, csr, generalisation, expression_size "
-                             "FROM new_complexity")
+            self.con.execute("INSERT OR REPLACE INTO function_complexity "
+                             "SELECT truth_table, lz, entropy, csr, generalisation, expression_size, ? "
+                             "FROM new_complexity", [COMPLEXITY_VERSION])
         finally:
             self.con.unregister("new_complexity")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import stats
 
@@ -35,14 +37,22 @@ def goodness_of_fit(observed: np.ndarray, expected_p: np.ndarray) -> tuple[float
     return stat, dof, float(stats.chi2.sf(stat, dof))
 
 
+class BoundFit(NamedTuple):
+    """Levin-style upper bound log2 P(f) <= -a K(f) - b, with the 95 % CI half-width of the slope a."""
+
+    a: float
+    b: float
+    a_ci95: float
+
+
 def upper_bound_fit(complexity: np.ndarray, log2_p: np.ndarray, counts: np.ndarray,
-                    min_count: int = 10) -> tuple[float, float] | None:
+                    min_count: int = 10) -> BoundFit | None:
     """Levin-style upper bound log2 P(f) <= -a K(f) - b fitted to the best-resolved maxima.
 
     For each distinct complexity value, the largest log2 P among functions seen
-    at least ``min_count`` times; a least-squares line through those maxima,
-    shifted up until it bounds all of them. Returns (a, b), or None with fewer
-    than three resolved complexity values.
+    at least ``min_count`` times; a least-squares line through those maxima
+    (its slope's Student-t 95 % half-width from the fit), shifted up until it
+    bounds all of them. None with fewer than three resolved complexity values.
     """
     resolved = counts >= min_count
     ks, tops = [], []
@@ -53,9 +63,10 @@ def upper_bound_fit(complexity: np.ndarray, log2_p: np.ndarray, counts: np.ndarr
     if len(ks) < 3:
         return None
     ks, tops = np.array(ks), np.array(tops)
-    slope, intercept = np.polyfit(ks, tops, 1)
-    intercept += float((tops - (slope * ks + intercept)).max())
-    return float(-slope), float(-intercept)
+    fit = stats.linregress(ks, tops)
+    half = stats.t.ppf(0.975, len(ks) - 2) * fit.stderr
+    intercept = fit.intercept + float((tops - (fit.slope * ks + fit.intercept)).max())
+    return BoundFit(float(-fit.slope), float(-intercept), float(half))
 
 
 def log_frequencies(counts: np.ndarray, min_count: int = 1) -> np.ndarray:
@@ -72,14 +83,17 @@ def compare_distributions(counts_a: np.ndarray, counts_b: np.ndarray, permutatio
     ``tv``: total variation between the empirical distributions; ``p_value``:
     permutation test of "both samples come from one distribution" with TV as
     the statistic (the pooled counts split at random into samples of the same
-    sizes), which accounts for TV's bias at finite sample sizes; ``kl``:
+    sizes), which accounts for TV's bias at finite sample sizes; ``tv_upper``:
+    the 97.5th percentile of TV over bootstrap resamples of both samples (an
+    upper 95 % bound, conservative: finite samples bias TV upwards); ``kl``:
     KL(a || b) over the functions both saw, renormalised, with ``mass_outside``
     the share of a's sample that b never produced (where KL would be infinite).
     """
     a, b = np.asarray(counts_a, np.int64), np.asarray(counts_b, np.int64)
     na, nb = int(a.sum()), int(b.sum())
     if na == 0 or nb == 0:
-        return {"tv": float("nan"), "p_value": float("nan"), "kl": float("nan"), "mass_outside": float("nan")}
+        return {"tv": float("nan"), "p_value": float("nan"), "tv_upper": float("nan"), "kl": float("nan"),
+                "mass_outside": float("nan")}
 
     def tv(x: np.ndarray, y: np.ndarray) -> float:
         return 0.5 * float(np.abs(x / na - y / nb).sum())
@@ -89,8 +103,11 @@ def compare_distributions(counts_a: np.ndarray, counts_b: np.ndarray, permutatio
     pooled = a + b
     null = np.array([tv(split := rng.multivariate_hypergeometric(pooled, na), pooled - split)
                      for _ in range(permutations)])
+    boot = np.array([tv(rng.multinomial(na, a / na), rng.multinomial(nb, b / nb))
+                     for _ in range(permutations)])
     both = (a > 0) & (b > 0)
     pa, pb = a[both] / a[both].sum(), b[both] / b[both].sum()
     return {"tv": observed, "p_value": float((1 + (null >= observed - 1e-12).sum()) / (1 + permutations)),
+            "tv_upper": float(np.quantile(boot, 0.975)),
             "kl": float((pa * np.log(pa / pb)).sum()) if both.any() else float("nan"),
             "mass_outside": float(a[~both].sum() / na)}

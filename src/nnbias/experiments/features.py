@@ -34,6 +34,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, require
+from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
@@ -209,8 +210,8 @@ def theory(parametrization: str, layer: int) -> float:
     return -0.5 if parametrization == "ntk" else 0.0
 
 
-def _agrees(exponent: float, ci95: float, predicted: float) -> bool:
-    return abs(exponent - predicted) <= max(ci95, 0.15)
+def _judge(exponent: float, ci95: float, predicted: float) -> v.Verdict:
+    return v.equals(v.Interval.around(exponent, ci95), predicted, v.EXPONENT_MARGIN, "more widths or seeds")
 
 
 def run_features(store: Store, s: FeaturesSettings, out: Path) -> dict[str, Any]:
@@ -234,8 +235,10 @@ def run_features(store: Store, s: FeaturesSettings, out: Path) -> dict[str, Any]
     coord_fit = coordinate_exponents(coord)
     figs = {"coordinate_check": figures.coordinate_check(coord, out / "coordinate_check.png"),
             "feature_movement": figures.feature_movement(cells, out / "feature_movement.png")}
+    judged = feature_claims(coord_fit, exponents)
+    store.save_claims(run_id, judged)
     return {"run_id": run_id, "coord": coord, "coord_exponents": coord_fit, "cells": cells,
-            "exponents": exponents, "figures": figs, "claims": feature_claims(coord_fit, exponents)}
+            "exponents": exponents, "figures": figs, "claims": judged}
 
 
 def coordinate_exponents(coord: pd.DataFrame) -> pd.DataFrame:
@@ -248,24 +251,23 @@ def coordinate_exponents(coord: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_claims(coord_fit: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[str, str]]:
+    """One row per parametrization (coordinate check) and per (task, parametrization) (width sweep),
+    each the aggregate of its hidden layers' equivalence tests against the predicted exponent."""
     claims = []
+    margin = f"+- {v.EXPONENT_MARGIN:g}"
     for param, g in coord_fit[coord_fit["layer"] != "output"].groupby("parametrization", sort=False):
         layers = [(int(r.layer.split()[-1]), r) for r in g.itertuples()]
-        claims.append({
-            "claim": f"B1: coordinate check, {param}: hidden-layer change after a few SGD steps ~ width^r, "
-                     "r = " + ", ".join(f"{theory(param, i):g}" for i, _ in layers),
-            "measured": "; ".join(f"{r.layer}: {r.exponent:.2f} +- {r.ci95:.2f}" for _, r in layers),
-            "verdict": "consistent" if all(_agrees(r.exponent, r.ci95, theory(param, i)) for i, r in layers)
-            else "differs"})
-    for task, g in exponents[exponents["measure"].str.startswith("act_change")].groupby("task", sort=False):
-        parts, verdicts = [], []
-        for r in g.itertuples():
-            layer = int(r.measure.rsplit("_", 1)[1])
-            parts.append(f"{r.parametrization} layer {layer}: {r.exponent:.2f} +- {r.ci95:.2f} "
-                         f"(theory {theory(r.parametrization, layer):g})")
-            verdicts.append(_agrees(r.exponent, r.ci95, theory(r.parametrization, layer)))
-        claims.append({"claim": f"B1: on {task}, relative movement of hidden activations after training "
-                                "scales with width as the parametrization predicts",
-                       "measured": "; ".join(parts),
-                       "verdict": f"{sum(verdicts)}/{len(verdicts)} consistent"})
+        claims.append(v.claim_row(
+            f"B1: coordinate check, {param}: hidden-layer change after a few SGD steps ~ width^r, r = "
+            + ", ".join(f"{theory(param, i):g}" for i, _ in layers) + f" ({margin})",
+            "; ".join(f"{r.layer}: {r.exponent:.2f} +- {r.ci95:.2f}" for _, r in layers),
+            v.all_of([_judge(r.exponent, r.ci95, theory(param, i)) for i, r in layers], "hidden layers")))
+    moved = exponents[exponents["measure"].str.startswith("act_change")] if len(exponents) else exponents
+    for (task, param), g in moved.groupby(["task", "parametrization"], sort=False):
+        layers = [(int(r.measure.rsplit("_", 1)[1]), r) for r in g.itertuples()]
+        claims.append(v.claim_row(
+            f"B1: on {task}, {param}: relative movement of hidden activations after training ~ width^r, r = "
+            + ", ".join(f"{theory(param, i):g}" for i, _ in layers) + f" ({margin})",
+            "; ".join(f"layer {i}: {r.exponent:.2f} +- {r.ci95:.2f}" for i, r in layers),
+            v.all_of([_judge(r.exponent, r.ci95, theory(param, i)) for i, r in layers], "hidden layers")))
     return claims

@@ -31,6 +31,7 @@ from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
 from nnbias.errors import NNBiasError, check_int, require
+from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
 from nnbias.executor import LocalExecutor, run_chunks
@@ -50,6 +51,10 @@ TASKS = {
     "digits-3-5": lambda seed: digits((3, 5), train=100, binarize=True, test=100, seed=seed),
 }
 MIN_REJECTION_FITS = 100  # fewer accepted prior samples say nothing about a whole distribution
+TRACKS = 0.5  # "P_SGD tracks P_B": Pearson r of the log probabilities at least this
+TV_MARGIN = 0.1  # "P_SGD = P_B": total variation at most this
+ALPHA = 0.01  # the permutation test of equal distributions rejects at this level
+MIN_POINTS = 5  # fewer functions seen repeatedly give no correlation worth a verdict
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.003, "langevin": 0.01}
 
 
@@ -264,39 +269,53 @@ def run_sgd_bayes(store: Store, s: SgdBayesSettings, out: Path, executor=None,
     if len(unreachable) == len(summary[summary["method"] != "rejection"]):
         raise NNBiasError(f"no network reached 100 % training accuracy within max_epochs={s.max_epochs} "
                           "for any method; raise --max-epochs or the learning rate")
-    return {"run_id": run_id, "summary": summary, "functions": tables, "figures": figs,
-            "claims": sgd_bayes_claims(summary, s)}
+    judged = sgd_bayes_claims(summary, s)
+    store.save_claims(run_id, judged)
+    return {"run_id": run_id, "summary": summary, "functions": tables, "figures": figs, "claims": judged}
 
 
 def sgd_bayes_claims(summary: pd.DataFrame, s: SgdBayesSettings) -> list[dict[str, str]]:
+    """Per (task, method): does log P_SGD track log P_B (EP), and is P_SGD = P_B (rejection)?"""
     claims = []
     for task, rows in summary.groupby("task", sort=False):
         trained = rows[rows["method"] != "rejection"]
         reject = rows[rows["method"] == "rejection"]
-        enough = len(reject) and int(reject["fit_s"].iloc[0]) >= MIN_REJECTION_FITS
-        parts, verdicts = [], []
+        fits = int(reject["fit_s"].iloc[0]) if len(reject) else 0
+        enough = fits >= MIN_REJECTION_FITS
         for r in trained.itertuples():
-            if r.fit_s == 0:
-                parts.append(f"{r.method}: target not reached by any of {r.samples} runs "
-                             f"within {s.max_epochs} epochs")
-                verdicts.append("unreachable")
-                continue
-            text = (f"{r.method}: {r.fit_s}/{r.samples} fit S, {r.distinct} functions; "
-                    f"vs EP r={r.pearson_ep:.2f} (Spearman {r.spearman_ep:.2f}, {r.points_ep} functions)")
+            claims.append(_tracking_claim(task, r.method, r, s))
             if enough:
-                text += (f"; vs rejection TV={r.tv_rejection:.2f} (p={r.p_value_rejection:.3f}), "
-                         f"r={r.pearson_rejection:.2f} on {int(r.points_rejection)}")
-            parts.append(text)
-            if r.points_ep >= 5:
-                verdicts.append("correlated" if r.pearson_ep > 0.5 else "not correlated")
-            else:
-                verdicts.append("too few repeated functions")
-        if len(reject):
-            parts.append(f"rejection: {int(reject['fit_s'].iloc[0])} of {int(reject['samples'].iloc[0]):,} "
-                         "prior samples fit S" + ("" if enough else " (too few to compare; raise "
-                                                                    "rejection_samples)"))
-        claims.append({"claim": f"A4: on {task}, P_SGD(f|S) tracks P_B(f|S) (log-log)",
-                       "measured": "; ".join(parts),
-                       "verdict": ", ".join(f"{m}: {v}" for m, v in zip(trained["method"], verdicts,
-                                                                        strict=True))})
+                claims.append(v.claim_row(
+                    f"A4: on {task}, {r.method}: P_SGD(f|S) = P_B(f|S) by rejection, within TV {TV_MARGIN}",
+                    f"TV = {r.tv_rejection:.3f} (bootstrap 95 % upper bound {r.tv_upper_rejection:.3f}), "
+                    f"permutation p = {r.p_value_rejection:.3f}; {r.fit_s} SGD runs against {fits} accepted "
+                    "prior samples",
+                    v.matches_distribution(r.p_value_rejection, r.tv_upper_rejection, TV_MARGIN, ALPHA,
+                                           "more training runs and prior samples")))
+        if len(reject) and enough:
+            claims.append(_tracking_claim(task, "rejection", reject.iloc[0], s))
+        elif len(reject):
+            claims.append(v.claim_row(
+                f"A4: on {task}, P_SGD(f|S) = P_B(f|S) by rejection, within TV {TV_MARGIN}",
+                f"{fits} of {int(reject['samples'].iloc[0]):,} prior samples fit S",
+                v.Verdict(v.INCONCLUSIVE, f"needs >= {MIN_REJECTION_FITS} accepted prior samples",
+                          "more prior samples (rejection_samples)")))
     return claims
+
+
+def _tracking_claim(task: str, method: str, r: Any, s: SgdBayesSettings) -> dict[str, str]:
+    """Pearson r of log P_method against log P_B(EP) over the functions seen repeatedly, its CI vs TRACKS."""
+    claim = f"A4: on {task}, {method}: log P(f|S) tracks log P_B(f|S) (NNGP + EP): Pearson r >= {TRACKS}"
+    if r.fit_s == 0:
+        return v.claim_row(claim, f"no run of {r.samples} fit S within {s.max_epochs} epochs",
+                           v.Verdict(v.INCONCLUSIVE, "needs runs that fit S",
+                                     "a higher epoch cap or learning rate"))
+    measured = f"{r.fit_s}/{r.samples} fit S, {r.distinct} functions"
+    if r.points_ep < MIN_POINTS:
+        return v.claim_row(claim, measured + f"; {r.points_ep} seen >= {s.min_count} times and scored",
+                           v.Verdict(v.INCONCLUSIVE, f"needs >= {MIN_POINTS} repeated functions",
+                                     "more runs"))
+    ci = v.correlation_interval(r.pearson_ep, int(r.points_ep))
+    return v.claim_row(claim, measured + f"; r = {ci} (Fisher z), Spearman {r.spearman_ep:.2f}, over "
+                                         f"{r.points_ep} functions",
+                       v.at_least(ci, TRACKS, "more runs (more repeated functions)"))

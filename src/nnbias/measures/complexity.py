@@ -8,8 +8,12 @@
   neighbour that gets a different output.
 * ``generalisation_complexity`` (Franco): fraction of Hamming-1 pairs with
   different outputs plus the same fraction for Hamming-2 pairs.
-* ``expression_size``: literals of the smaller of sympy's minimised
-  sum-of-products and product-of-sums forms (the original code's choice).
+* ``expression_size``: operations (``sympy.count_ops``) of the smaller of
+  sympy's minimised sum-of-products and product-of-sums forms of f (the
+  original code's measure).
+
+``COMPLEXITY_VERSION`` names this set of definitions; the store's cache keeps
+it beside each row and recomputes rows written under another version.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import sympy
 from sympy.logic import POSform, SOPform
 
 from nnbias.tasks.boolean import strings_to_bits
+
+COMPLEXITY_VERSION = 2  # 1: expression_size counted literals and took POS of NOT f
 
 
 def lz76_words(s: str) -> int:
@@ -84,18 +90,24 @@ def generalisation_complexity(tables: list[str]) -> np.ndarray:
     return total
 
 
-def expression_size(table: str) -> int:
-    """Literals in the smaller of the minimised SOP and POS forms (0 for constants)."""
+def minimal_forms(table: str) -> tuple[sympy.Basic, sympy.Basic]:
+    """sympy's minimised sum-of-products and product-of-sums forms of f, over symbols x0..x(n-1).
+
+    Both are built from f's minterms (the inputs mapped to 1): ``POSform`` takes
+    the minterms of the function it writes, as ``SOPform`` does.
+    """
     n = int(math.log2(len(table)))
-    ones = [i for i, c in enumerate(table) if c == "1"]
-    if len(ones) in (0, len(table)):
-        return 0
+    ones = [[(i >> (n - 1 - j)) & 1 for j in range(n)] for i, c in enumerate(table) if c == "1"]
     xs = sympy.symbols(f"x0:{n}")
-    def rows(ids):
-        return [[(i >> (n - 1 - j)) & 1 for j in range(n)] for i in ids]
-    zeros = [i for i, c in enumerate(table) if c == "0"]
-    forms = (SOPform(xs, rows(ones)), POSform(xs, rows(zeros)))
-    return min(sum(1 for a in sympy.preorder_traversal(f) if a.is_Symbol) for f in forms)
+    return SOPform(xs, ones), POSform(xs, ones)
+
+
+def expression_size(table: str) -> int:
+    """Operations (``sympy.count_ops``) in the smaller of f's minimised SOP and POS forms
+    (0 for constants and single variables)."""
+    if table.count(table[0]) == len(table):
+        return 0
+    return min(sympy.count_ops(form) for form in minimal_forms(table))
 
 
 def complexity_table(tables: list[str], with_expression: bool = True) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from nnbias.estimators.frequency import log_frequencies  # noqa: E402
+from nnbias.estimators.frequency import BoundFit, log_frequencies  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -32,14 +32,14 @@ def rank_frequency(counts: np.ndarray, total: int, label: str, path: Path) -> Pa
     return _save(fig, path)
 
 
-def probability_vs_complexity(lz: np.ndarray, p: np.ndarray, bound: tuple[float, float] | None,
+def probability_vs_complexity(lz: np.ndarray, p: np.ndarray, bound: BoundFit | None,
                               floor: float, label: str, path: Path) -> Path:
     """P(f) against K_LZ(f), with the fitted upper bound 2^(-a K - b)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.semilogy(lz, p, ".", ms=3, alpha=0.4, label="functions seen")
     ax.axhline(floor, color="grey", lw=0.8, ls=":", label="1 / samples")
     if bound is not None:
-        a, b = bound
+        a, b = bound.a, bound.b
         ks = np.linspace(lz.min(), lz.max(), 50)
         ax.semilogy(ks, 2.0 ** (-a * ks - b), "r-", label=f"bound, slope a={a:.3f}")
     ax.set_ylim(floor / 5, 1.5)  # below 1/samples nothing can be seen

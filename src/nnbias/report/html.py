@@ -17,8 +17,9 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3} img{max-width:48%;margin:0.5%} code{font-size:0.9em}
-.supported,.consistent,.agree{color:#176d17;font-weight:bold}
-.rejected,.disagree{color:#a11;font-weight:bold}
+.supported{color:#176d17;font-weight:bold} .contradicted{color:#a11;font-weight:bold}
+.inconclusive{color:#8a6d00;font-weight:bold} .measured{color:#555}
+td.rule{font-size:0.85em;color:#555}
 """
 
 
@@ -36,11 +37,16 @@ def _img(path: Path) -> str:
 
 
 def claims_table(claims: list[dict[str, str]]) -> str:
+    """Claim -> measured -> verdict (coloured by its word) -> the rule it was judged by."""
+    def rule(c: dict[str, str]) -> str:
+        return c["rule"] + (f". To decide: {c['decide']}" if c.get("decide") else "")
+
     rows = "".join(
         f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(c['measured'])}</td>"
-        f"<td class=\"{html.escape(c['verdict'].split()[0])}\">{html.escape(c['verdict'])}</td></tr>"
+        f"<td class=\"{html.escape(c['verdict'])}\">{html.escape(c['verdict'])}</td>"
+        f"<td class=\"rule\">{html.escape(rule(c))}</td></tr>"
         for c in claims)
-    return f"<table><tr><th>claim</th><th>measured</th><th>verdict</th></tr>{rows}</table>"
+    return f"<table><tr><th>claim</th><th>measured</th><th>verdict</th><th>rule</th></tr>{rows}</table>"
 
 
 def write_report(path: Path, title: str, claims: list[dict[str, str]], sections: list[Section],
