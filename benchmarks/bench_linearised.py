@@ -16,8 +16,8 @@ import torch
 
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.training import TrainConfig, linearise, train, train_gd
+from nnbias.estimators.limits import kernel_predictors
 from nnbias.experiments.gap import LADDER
-from nnbias.experiments.kernels import kernel_predictors
 from nnbias.spec import NetworkSpec
 
 

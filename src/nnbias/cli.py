@@ -314,26 +314,28 @@ def _load_npy(path: Path):
 
 @app.command()
 def kernels(
-    tasks: str = typer.Option("digits-3-5,parity-d10-k2,single-index",
-                              help="Comma-separated tasks: digits-3-5, digits-0-1, parity-d10-k2, "
-                                   "parity-d10-k3, linear, single-index."),
-    widths: str = typer.Option("64,256,1024", help="Widths of the trained networks."),
+    tasks: str = typer.Option(None, help="Comma-separated tasks: digits-3-5, digits-0-1, parity-d10-k2, "
+                                         "parity-d10-k3, linear, single-index "
+                                         "[digits-3-5,parity-d10-k2,single-index]."),
+    widths: str = typer.Option(None, help="Widths of the trained networks [small: 64,256,1024; "
+                                          "paper: 64..4096]."),
     depth: int = typer.Option(1),
-    networks: int = typer.Option(4, help="Networks trained per width."),
-    steps: int = typer.Option(1000, help="Full-batch gradient-descent steps."),
+    networks: int = typer.Option(None, help="Networks trained per width [small: 4, paper: 8]."),
+    steps: int = typer.Option(None, help="Full-batch gradient-descent steps [1000]."),
+    scale: str = typer.Option("small", help="small or paper (widths to 4096, 16 convergence seeds, "
+                                            "2000 networks per fluctuation cell)."),
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/kernels"), help="Folder for figures."),
     as_json: bool = JSON,
 ) -> None:
     """Kernel predictors (NNGP, NTK) against trained finite networks; NTK convergence and fluctuations."""
-    from nnbias.experiments.kernels import KernelsSettings, run_kernels
+    from nnbias.experiments.kernels import run_kernels, settings_for
     from nnbias.store import Store
 
-    settings = KernelsSettings(tuple(t.strip() for t in tasks.split(",")), parse_widths(widths),
-                               check_int("depth", depth, minimum=1),
-                               check_int("networks", networks, minimum=1),
-                               check_int("steps", steps, minimum=1), seed=check_int("seed", seed, minimum=0))
+    settings = settings_for(scale, tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+                            widths=parse_widths(widths) if widths else None, depth=depth, networks=networks,
+                            steps=steps, seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
         result = run_kernels(st, settings, out)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
@@ -488,6 +490,39 @@ def gap(
         result = run_gap(st, settings, out)
     emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
                              "claims"), result["summary"], as_json)
+
+
+@app.command()
+def transfer(
+    pairs: str = typer.Option(None, help="Comma-separated task pairs: single-index-same, single-index-flip, "
+                                         "single-index-shared, single-index-unrelated, parity-shared, "
+                                         "digits-halves-parity [small: all but parity-shared; paper: all]."),
+    sizes: str = typer.Option(None, help="n_B of the learning curves [small: 16,64,256; paper: 8..512]."),
+    claim_size: int = typer.Option(None, help="The n_B at which the claims are judged [64]."),
+    width: int = typer.Option(None, help="Hidden width [small: 512, paper: 2048]."),
+    networks: int = typer.Option(None, help="Seeds per cell [small: 4, paper: 10]."),
+    steps: int = typer.Option(None, help="Gradient-descent steps on A and on B [small: 500, paper: 2000]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures."),
+    as_json: bool = JSON,
+) -> None:
+    """Transfer in the tangent space against feature learning: pretrain on A, adapt on B, per learner."""
+    from nnbias.experiments.transfer import run_transfer, settings_for
+    from nnbias.store import Store
+
+    n_b = tuple(parse_count("n_B", n) for n in sizes.split(",")) if sizes else None
+    if n_b and claim_size is None:  # judge at the middle of the sizes asked for
+        claim_size = sorted(n_b)[len(n_b) // 2]
+    settings = settings_for(
+        scale, pairs=tuple(p.strip() for p in pairs.split(",")) if pairs else None, sizes=n_b,
+        claim_size=claim_size, width=width, networks=networks, steps=steps,
+        seed=check_int("seed", seed, minimum=0))
+    with Store(store) as st:
+        result = run_transfer(st, settings, out)
+    table = result["gains"][result["gains"]["n"] == settings.claim_size]
+    emit_experiment(result, ("run_id", "gains", "figures", "claims"), table, as_json)
 
 
 @bench_app.command("train")

@@ -15,6 +15,10 @@ p <- p - lr (grad L + wd p) + sqrt(2 lr T) xi samples exp(-(L + wd |p|^2 / 2) / 
 
 ``linearise(fn, params0)`` gives the first-order Taylor expansion of a network
 in its parameters, f0 + J (p - p0), which the same optimizers train.
+``centre(fn, origin)`` subtracts the function of fixed parameters (the
+initialisation): a model whose initial function is zero, as the antisymmetric
+"doubled" initialisation would make it, without its random initial function in
+every prediction.
 """
 
 from __future__ import annotations
@@ -92,6 +96,22 @@ def linearise(fn: Callable, params0: list[torch.Tensor]) -> Callable:
         return f0 + df
 
     return fn_lin
+
+
+def centre(fn: Callable, origin: list[torch.Tensor] | None) -> Callable:
+    """``fn`` minus the (fixed) function of the parameters ``origin``; ``fn`` itself for None."""
+    if origin is None:
+        return fn
+    base = [p.detach() for p in origin]
+    last: list = [None, None]  # full-batch descent asks for the same inputs every step: keep one
+
+    def fn_centred(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if last[0] is not x:
+            with torch.no_grad():
+                last[:] = [x, fn(base, x)]
+        return fn(params, x) - last[1]
+
+    return fn_centred
 
 
 def _per_network_loss(out: torch.Tensor, y: torch.Tensor, loss: str, classification: bool) -> torch.Tensor:
@@ -214,26 +234,32 @@ def _update(params, grads, state, second, active, trainable, config: TrainConfig
 
 
 def train_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
-             linearised: bool = False) -> TrainResult:
+             linearised: bool = False, trainable: list[bool] | None = None,
+             origin: list[torch.Tensor] | None = None) -> TrainResult:
     """Full-batch gradient descent on L = 1/2 sum_i (f(x_i) - y_i)^2 (sum, not mean) for ``steps`` steps.
 
     The discrete version of the gradient flow whose infinite-width limit is
     ``nnbias.estimators.gp.ntk_predict`` with the same lr and t = steps * lr.
     ``linearised=True`` trains the networks' linearisations around their
-    initialisation instead (same lr, same steps; see :func:`linearised_gd`).
+    initialisation instead (same lr, same steps; see :func:`linearised_gd`);
+    ``trainable`` freezes parameter tensors (e.g. all but the readout);
+    ``origin`` subtracts the function of those parameters (see :func:`centre`).
     """
     steps = check_int("steps", steps, minimum=1)
     lr = check_positive("lr", lr)
     if linearised:
-        return linearised_gd(nets, x, y.double(), lr, steps)
+        require(trainable is None, "trainable does not apply to linearised training; leave it out")
+        return linearised_gd(nets, x, y.double(), lr, steps, origin=origin)
     n = x.shape[0]
     fn, params = nets.functional()
     # mean-loss SGD with lr * n is sum-loss gradient descent with lr
     config = TrainConfig("sgd", lr * n, None, "mse", steps, "none")
-    return train(fn, params, x, y.double(), config)
+    return train(centre(fn, origin), params, x, y.double(), config, trainable=trainable)
 
 
-def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> TrainResult:
+def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+                  start: list[torch.Tensor] | None = None,
+                  origin: list[torch.Tensor] | None = None) -> TrainResult:
     """Sum-loss gradient descent on the linearisations f0 + J (p - p0), done in function space.
 
     For a model linear in its parameters, p_{t+1} = p_t - lr J^T r_t gives the
@@ -244,13 +270,21 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int)
     checks that), 7x faster at width 1024 (benchmarks/bench_linearised.py). A
     network whose residual becomes NaN or inf is marked diverged and keeps its
     last finite iterate.
+
+    ``start`` (parameters in the same tangent space, e.g. after pretraining on
+    another task there) is where descent begins instead of p0; the kernel stays
+    Theta at p0, which is what "training in the tangent space" means.
+    ``origin`` subtracts the function of those parameters (see :func:`centre`;
+    origin = p0 gives the tangent model J (p - p0) with a zero initial function).
     """
     fn, p0 = nets.functional()
     x, y = x.to(p0[0].dtype), y.reshape(-1).to(p0[0].dtype)
     k = nets.size
+    model = centre(linearise(fn, p0), origin)
+    start = p0 if start is None else start
     with torch.no_grad():
         theta = structured_ntk(nets, x)  # (K, N, N)
-        r = fn(p0, x) - y
+        r = model(start, x) - y
     total = torch.zeros_like(r)
     active = torch.ones(k, dtype=torch.bool)
     for _ in range(steps):
@@ -260,7 +294,7 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int)
         r = torch.where(active.unsqueeze(1), nxt, r)
     _, pull = vjp(lambda q: fn(q, x), p0)
     (pulled,) = pull(total)
-    params = [p - lr * d for p, d in zip(p0, pulled, strict=True)]
+    params = [p - lr * d for p, d in zip(start, pulled, strict=True)]
     nan = torch.full((k,), math.nan, dtype=r.dtype)
-    return TrainResult(params, linearise(fn, p0), 0.5 * (r**2).mean(1), nan,
+    return TrainResult(params, model, 0.5 * (r**2).mean(1), nan,
                        torch.full((k,), steps, dtype=torch.long), torch.zeros(k, dtype=torch.bool), ~active)

@@ -5,7 +5,7 @@ teacher (He2 link), 2- and 3-sparse parity on 16 bits (kernels need about
 d^k examples), digits 3 vs 5, MNIST-1D 2 vs 7. On each task:
 
 * the spec's infinite-width predictors: NNGP posterior mean and NTK gradient
-  flow at t = inf and at the networks' training time (``kernels.kernel_predictors``);
+  flow at t = inf and at the networks' training time (``estimators.limits.kernel_predictors``);
 * per width, K networks in NTK parametrization trained by full-batch gradient
   descent on the summed squared error with lr = 1/lambda_max(Theta), and their
   linearisations around the same initialisation trained the same way
@@ -48,8 +48,8 @@ from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.training import TrainConfig, TrainResult, train, train_gd
 from nnbias.errors import check_int, check_positive
 from nnbias.estimators import verdicts as v
+from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
-from nnbias.experiments.kernels import kernel_predictors
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec

@@ -31,7 +31,7 @@ from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import train_gd
 from nnbias.errors import check_int, require
 from nnbias.estimators import verdicts as v
-from nnbias.estimators.gp import gp_posterior, ntk_predict
+from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law, proportional
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.report import figures
@@ -101,44 +101,6 @@ def load_task(name: str, seed: int) -> Dataset:
     require(task.classes in (0, 2), f"task={name!r} has {task.classes} classes; the kernels "
                                     "experiment needs a two-class or regression task (scalar output)")
     return task
-
-
-@dataclass
-class KernelPredictions:
-    """What the infinite-width limits predict on a task's test inputs."""
-
-    means: dict[str, torch.Tensor]  # model -> (N_test,) predictor
-    variance: torch.Tensor  # (N_test,) variance over initialisations of a network trained for t = train
-    lr: float  # the learning rate of the finite networks (and of t = train)
-
-    def scores(self, task: Dataset) -> dict[str, float]:
-        """test_score of each mean predictor, and ``NTK net t=train``: the expected test score of an
-        infinitely wide network drawn from the prior and trained for the same time, whose leftover
-        initial function adds the variance (Lee et al. 2019) the mean predictor leaves out."""
-        out = {m: float(task.test_score(p)[0]) for m, p in self.means.items()}
-        out["NTK net t=train"] = float(task.expected_test_score(self.means["NTK t=train"], self.variance)[0])
-        return out
-
-
-def kernel_predictors(spec: NetworkSpec, task: Dataset, steps: int) -> KernelPredictions:
-    """The spec's infinite-width predictions on the test inputs, and the learning rate.
-
-    NNGP posterior mean, NTK gradient flow at t = inf, and NTK gradient flow
-    after ``steps`` steps of sum-loss gradient descent with lr = 1 / lambda_max
-    of the training NTK (the largest step that is stable for every width),
-    which is the lr the finite networks are then trained with.
-    """
-    kfn = KernelFn(spec)
-    y = task.signed_targets(task.y_train)
-    k_tr, t_tr = kfn(task.x_train, kind="both")
-    k_te, t_te = kfn(task.x_test, task.x_train, kind="both")
-    lr = 1.0 / float(torch.linalg.eigvalsh(t_tr).max())
-    nngp, _ = gp_posterior(k_tr, y, k_te, noise=1e-8 * float(k_tr.diagonal().mean()))
-    ntk_inf, _ = ntk_predict(t_tr, y, t_te)
-    ntk_t, cov = ntk_predict(t_tr, y, t_te, t=steps * lr, lr=1.0, nngp_train=k_tr, nngp_cross=k_te,
-                             nngp_test=kfn(task.x_test, kind="nngp"))
-    return KernelPredictions({"NNGP": nngp[:, 0], "NTK t=inf": ntk_inf[:, 0], "NTK t=train": ntk_t[:, 0]},
-                             cov.diagonal(), lr)
 
 
 def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[int]) -> pd.DataFrame:

@@ -10,11 +10,13 @@ from nnbias.experiments import features as features_exp
 from nnbias.experiments import gap as gap_exp
 from nnbias.experiments import kernels as kernels_exp
 from nnbias.experiments import sgd_bayes as sgd_bayes_exp
+from nnbias.experiments import transfer as transfer_exp
 from nnbias.experiments.features import FeaturesSettings, run_features
 from nnbias.experiments.gap import GapSettings, run_gap
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, default_settings, run_pfmap
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
+from nnbias.experiments.transfer import TransferSettings, run_transfer
 from nnbias.report.html import Section, write_report
 from nnbias.store import Store
 
@@ -34,7 +36,8 @@ def scale_settings(scale: str, seed: int = 0, samples: int | None = None, **samp
     return {"settings": pf, "kernels": kernels_exp.settings_for(scale, seed=seed),
             "sgd_bayes": sgd_bayes_exp.settings_for(scale, seed=seed, rejection_samples=samples),
             "features": features_exp.settings_for(scale, seed=seed),
-            "gap": gap_exp.settings_for(scale, seed=seed)}
+            "gap": gap_exp.settings_for(scale, seed=seed),
+            "transfer": transfer_exp.settings_for(scale, seed=seed)}
 
 
 def pfmap_section(result: dict[str, Any]) -> Section:
@@ -104,10 +107,22 @@ def gap_section(result: dict[str, Any]) -> Section:
                    list(result["figures"].values()))
 
 
+def transfer_section(result: dict[str, Any]) -> Section:
+    text = ("Pretrain on task A, adapt on task B with n_B examples; every learner from the same "
+            "initialisations, centred (its initial function subtracted), trained by full-batch gradient "
+            "descent on the squared error, also from scratch on B. Gain = error from scratch - error after "
+            "pretraining (normalised test MSE; > 0: transfer helped), mean and 95 % interval over seeds. "
+            "The tangent model (linearised at initialisation) can only move its starting point; the muP "
+            "network learns features. Run " + result["run_id"] + ".")
+    return Section("Transfer: tangent space against feature learning", text,
+                   [("Transfer gains (mean over seeds, 95 % interval)", result["gains"])],
+                   list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
               kernels: KernelsSettings | None = None, sgd_bayes: SgdBayesSettings | None = None,
-              features: FeaturesSettings | None = None,
-              gap: GapSettings | None = None) -> dict[str, Any]:
+              features: FeaturesSettings | None = None, gap: GapSettings | None = None,
+              transfer: TransferSettings | None = None) -> dict[str, Any]:
     """Run the experiments (resuming finished work) and write ``out/report.html``.
 
     The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
@@ -120,15 +135,18 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
                         out / "sgd_bayes", executor, quiet)
     feat = run_features(store, features or FeaturesSettings(seed=settings.sampling.seed), out / "features")
     gaps = run_gap(store, gap or GapSettings(seed=settings.sampling.seed), out / "gap")
-    claims = pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
+    moved = run_transfer(store, transfer or TransferSettings(seed=settings.sampling.seed), out / "transfer")
+    claims = (pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
+              + moved["claims"])
     # the reproduce run is named by the runs it gathers; its claim table is what `nnbias claims` prints
     run_id = store.start_run("reproduce", {name: r["run_id"] for name, r in
                                            (("pfmap", pfmap), ("kernels", kern), ("sgd_bayes", sgd),
-                                            ("features", feat), ("gap", gaps))}, settings.sampling.seed)
+                                            ("features", feat), ("gap", gaps), ("transfer", moved))},
+                             settings.sampling.seed)
     store.save_claims(run_id, claims)
     store.finish_run(run_id)
     report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
                           [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
-                           features_section(feat), gap_section(gaps)], store.path)
+                           features_section(feat), gap_section(gaps), transfer_section(moved)], store.path)
     return {"run_id": run_id, "report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern,
-            "sgd_bayes": sgd, "features": feat, "gap": gaps}
+            "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved}

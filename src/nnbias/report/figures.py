@@ -227,3 +227,50 @@ def feature_movement(cells, path: Path) -> Path:
                ylabel="||h_T - h_0|| / ||h_0||, hidden layer 1")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def transfer_curves(cells, path: Path) -> Path:
+    """Test error on B against n_B per pair: each learner after pretraining on A (solid) and from
+    scratch (dashed, same colour), the NNGP and NTK from scratch in black (mean over seeds)."""
+    pairs = list(dict.fromkeys(cells["pair"]))
+    cols = min(3, len(pairs))
+    rows_n = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.6 * rows_n), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, pair in zip(axes.flat, pairs, strict=False):
+        rows = cells[cells["pair"] == pair]
+        learners = [m for m in dict.fromkeys(rows["learner"]) if m not in ("NNGP", "NTK")]
+        for colour, learner in zip(colours, learners, strict=False):
+            m = rows[rows["learner"] == learner].groupby("n")[["error_scratch", "error_transfer"]].mean()
+            ax.plot(m.index, m["error_transfer"], "o-", ms=3, color=colour, label=learner)
+            ax.plot(m.index, m["error_scratch"], "--", color=colour, lw=0.9)
+        for style, kernel in zip((":", "-."), ("NNGP", "NTK"), strict=True):
+            k = rows[rows["learner"] == kernel].sort_values("n")
+            ax.plot(k["n"], k["error_scratch"], style, color="k", lw=1, label=f"{kernel} (scratch)")
+        ax.set(xscale="log", xlabel="n_B", ylabel="test MSE / Var(y)", title=pair)
+        if ax is axes.flat[0]:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    fig.suptitle("Transfer: after pretraining on A (solid) against from scratch (dashed)", fontsize=9)
+    return _save(fig, path)
+
+
+def transfer_gains(gains, n: int, path: Path) -> Path:
+    """The transfer-gain matrix, learners x pairs at n_B = n: colour = mean gain (error scratch -
+    error after pretraining), text = mean and 95 % interval over seeds; > 0 means transfer helped."""
+    pairs, learners = list(dict.fromkeys(gains["pair"])), list(dict.fromkeys(gains["learner"]))
+    mean = gains.pivot(index="learner", columns="pair", values="gain").loc[learners, pairs]
+    lo = gains.pivot(index="learner", columns="pair", values="gain_lo").loc[learners, pairs]
+    hi = gains.pivot(index="learner", columns="pair", values="gain_hi").loc[learners, pairs]
+    bound = float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0
+    fig, ax = plt.subplots(figsize=(1.9 * len(pairs) + 2, 0.7 * len(learners) + 1.6))
+    ax.imshow(mean.to_numpy(), cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    for i in range(len(learners)):
+        for j in range(len(pairs)):
+            ax.text(j, i, f"{mean.iat[i, j]:+.2f}\n[{lo.iat[i, j]:+.2f}, {hi.iat[i, j]:+.2f}]",
+                    ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(pairs)), pairs, rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(learners)), learners, fontsize=8)
+    ax.set_title(f"Transfer gain at n_B = {n} (blue: helps, red: hurts)", fontsize=9)
+    return _save(fig, path)
