@@ -3,6 +3,7 @@ import re
 from nnbias.estimators.verdicts import VERDICTS
 from nnbias.experiments.features import FeaturesSettings
 from nnbias.experiments.gap import GapSettings
+from nnbias.experiments.inside import InsideSettings
 from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
 from nnbias.experiments.reproduce import reproduce
@@ -29,16 +30,18 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
                           etas=(0.5, 1.0), curve_tasks=("parity-k2",), curve_sizes=(50, 100), curve_width=32)
         moved = TransferSettings(pairs=("single-index-same", "single-index-flip"), sizes=(8, 16),
                                  claim_size=8, width=16, networks=2, steps=20)
+        solved = InsideSettings(widths=(16, 32), networks=2, steps=20)
         result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
-                           features=feat, gap=gap, transfer=moved)
+                           features=feat, gap=gap, transfer=moved, inside=solved)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
         stored = st.claims(result["run_id"])
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 15
+    assert html.count("data:image/png;base64,") == 17
     assert "<th>verdict</th>" in html and "<th>rule</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
             "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells",
-            "gap_kernels", "gap_cells", "gap_lr", "gap_curves", "transfer_cells", "claims"} <= tables
+            "gap_kernels", "gap_cells", "gap_lr", "gap_curves", "transfer_cells", "inside_cells",
+            "claims"} <= tables
     assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     assert stored == result["claims"]  # what `nnbias claims` prints is what the run judged
     assert {c["verdict"] for c in stored} <= set(VERDICTS)

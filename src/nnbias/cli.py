@@ -507,6 +507,7 @@ def transfer(
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures."),
     as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Transfer in the tangent space against feature learning: pretrain on A, adapt on B, per learner."""
     from nnbias.experiments.transfer import run_transfer, settings_for
@@ -520,9 +521,35 @@ def transfer(
         claim_size=claim_size, width=width, networks=networks, steps=steps,
         seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
-        result = run_transfer(st, settings, out)
+        result = run_transfer(st, settings, out, quiet)
     table = result["gains"][result["gains"]["n"] == settings.claim_size]
     emit_experiment(result, ("run_id", "gains", "figures", "claims"), table, as_json)
+
+
+@app.command()
+def inside(
+    task: str = typer.Option("single-index", help="single-index or digits-3-5."),
+    widths: str = typer.Option(None, help="Widths [small: 64,256,1024; paper: 64..4096]."),
+    parametrizations: str = typer.Option("ntk,mup", help="Comma-separated: ntk, mup."),
+    networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 8]."),
+    steps: int = typer.Option(None, help="Gradient-descent steps of the trained network [small: 500]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/inside"), help="Folder for figures."),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Inside the kernel-regime solution: solve the empirical-NTK system, put p* back into the network."""
+    from nnbias.experiments.inside import run_inside, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, task=task, widths=parse_widths(widths) if widths else None,
+                            parametrizations=tuple(p.strip() for p in parametrizations.split(",")),
+                            networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
+    with Store(store) as st:
+        result = run_inside(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
 
 
 @bench_app.command("train")

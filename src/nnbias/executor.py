@@ -9,6 +9,7 @@ workers, and a resumed run simply leaves out the chunks already marked done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -109,17 +110,23 @@ def make_executor(kind: str = "threads", workers: int | None = None,
     raise NNBiasError(f"executor={kind!r} is not allowed; choose one of ['threads', 'dask']")
 
 
+@contextlib.contextmanager
+def progress(label: str, total: int, quiet: bool = False) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for ``total`` units of work; yields the function that advances it."""
+    from rich.console import Console
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(file=sys.stderr), disable=quiet or not total) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
 def run_chunks(executor: LocalExecutor | DaskExecutor, fn: Callable[[int], Any],
                chunks: list[int], commit: Callable[[int, Any], None], label: str,
                quiet: bool = False) -> None:
     """Run ``fn`` on every chunk and ``commit`` each result here, with a progress bar on stderr."""
-    from rich.console import Console
-
-    console = Console(file=sys.stderr)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet or not chunks) as bar:
-        task = bar.add_task(label, total=len(chunks))
+    with progress(label, len(chunks), quiet) as advance:
         for chunk, result in executor.map_unordered(fn, chunks):
             commit(chunk, result)
-            bar.advance(task)
+            advance()

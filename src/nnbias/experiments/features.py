@@ -135,16 +135,6 @@ def coordinate_check(s: FeaturesSettings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _output_gradients(nets: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
-    """df/dh for each hidden layer, (K, width, N): the directions the output is sensitive to."""
-    hidden: list[torch.Tensor] = []
-    with torch.enable_grad():
-        weights = [w.detach().requires_grad_(True) for w in nets.weights]
-        view = Ensemble(nets.spec, weights, nets.biases, nets.scales, nets.bias_scales)
-        out = view.forward(x, inplace=False, hidden=hidden)
-        return list(torch.autograd.grad(out.sum(), hidden))
-
-
 def feature_cell(task_name: str, task: Dataset, parametrization: str, width: int,
                  s: FeaturesSettings) -> pd.DataFrame:
     """All feature-movement measures for K networks of one width, one parametrization, one task."""
@@ -156,7 +146,7 @@ def feature_cell(task_name: str, task: Dataset, parametrization: str, width: int
     with torch.no_grad():
         out0 = nets.forward(x, hidden=before)
         out1 = trained.forward(x, hidden=after)
-    grads = _output_gradients(nets, x)
+    grads = fm.output_gradients(nets, x)
     probe = x[:64]
     k0, k1 = structured_ntk(nets, probe), structured_ntk(trained, probe)
     y = task.signed_targets(task.y_test[:64])

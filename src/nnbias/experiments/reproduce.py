@@ -8,11 +8,13 @@ from typing import Any
 from nnbias.errors import check_choice
 from nnbias.experiments import features as features_exp
 from nnbias.experiments import gap as gap_exp
+from nnbias.experiments import inside as inside_exp
 from nnbias.experiments import kernels as kernels_exp
 from nnbias.experiments import sgd_bayes as sgd_bayes_exp
 from nnbias.experiments import transfer as transfer_exp
 from nnbias.experiments.features import FeaturesSettings, run_features
 from nnbias.experiments.gap import GapSettings, run_gap
+from nnbias.experiments.inside import InsideSettings, run_inside
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, default_settings, run_pfmap
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
@@ -37,7 +39,8 @@ def scale_settings(scale: str, seed: int = 0, samples: int | None = None, **samp
             "sgd_bayes": sgd_bayes_exp.settings_for(scale, seed=seed, rejection_samples=samples),
             "features": features_exp.settings_for(scale, seed=seed),
             "gap": gap_exp.settings_for(scale, seed=seed),
-            "transfer": transfer_exp.settings_for(scale, seed=seed)}
+            "transfer": transfer_exp.settings_for(scale, seed=seed),
+            "inside": inside_exp.settings_for(scale, seed=seed)}
 
 
 def pfmap_section(result: dict[str, Any]) -> Section:
@@ -119,10 +122,26 @@ def transfer_section(result: dict[str, Any]) -> Section:
                    list(result["figures"].values()))
 
 
+def inside_section(result: dict[str, Any]) -> Section:
+    text = ("The empirical NTK of a finite network at initialisation, its linear system solved (p* = "
+            "p0 + J^T (J J^T)^-1 (y - f0), the linearised network trained to convergence), and p* put back "
+            "into the nonlinear network, beside the network trained by gradient descent from the same "
+            "initialisation. "
+            "Feature measures are of the hidden layer on test inputs: relative change, the largest principal "
+            "angle between top-k PCA subspaces, and the share of the change along the top-k output-gradient "
+            "directions. Run " + result["run_id"] + ".")
+    cells = result["cells"].drop(columns="seed").groupby(["task", "parametrization", "solution", "width"],
+                                                         sort=False).mean().reset_index()
+    return Section("Inside the kernel-regime solution", text,
+                   [("Fitted exponents against width", result["exponents"]),
+                    ("Per cell (mean over seeds)", cells)], list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
               kernels: KernelsSettings | None = None, sgd_bayes: SgdBayesSettings | None = None,
               features: FeaturesSettings | None = None, gap: GapSettings | None = None,
-              transfer: TransferSettings | None = None) -> dict[str, Any]:
+              transfer: TransferSettings | None = None,
+              inside: InsideSettings | None = None) -> dict[str, Any]:
     """Run the experiments (resuming finished work) and write ``out/report.html``.
 
     The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
@@ -135,18 +154,22 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
                         out / "sgd_bayes", executor, quiet)
     feat = run_features(store, features or FeaturesSettings(seed=settings.sampling.seed), out / "features")
     gaps = run_gap(store, gap or GapSettings(seed=settings.sampling.seed), out / "gap")
-    moved = run_transfer(store, transfer or TransferSettings(seed=settings.sampling.seed), out / "transfer")
+    moved = run_transfer(store, transfer or TransferSettings(seed=settings.sampling.seed), out / "transfer",
+                         quiet)
+    solved = run_inside(store, inside or InsideSettings(seed=settings.sampling.seed), out / "inside", quiet)
     claims = (pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
-              + moved["claims"])
+              + moved["claims"] + solved["claims"])
     # the reproduce run is named by the runs it gathers; its claim table is what `nnbias claims` prints
     run_id = store.start_run("reproduce", {name: r["run_id"] for name, r in
                                            (("pfmap", pfmap), ("kernels", kern), ("sgd_bayes", sgd),
-                                            ("features", feat), ("gap", gaps), ("transfer", moved))},
+                                            ("features", feat), ("gap", gaps), ("transfer", moved),
+                                            ("inside", solved))},
                              settings.sampling.seed)
     store.save_claims(run_id, claims)
     store.finish_run(run_id)
     report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
                           [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
-                           features_section(feat), gap_section(gaps), transfer_section(moved)], store.path)
+                           features_section(feat), gap_section(gaps), transfer_section(moved),
+                           inside_section(solved)], store.path)
     return {"run_id": run_id, "report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern,
-            "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved}
+            "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved, "inside": solved}

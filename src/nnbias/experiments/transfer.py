@@ -46,6 +46,7 @@ from nnbias.engines.training import TrainConfig, centre, linearised_gd, train, t
 from nnbias.errors import check_int, check_positive, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
+from nnbias.executor import progress
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -202,21 +203,21 @@ def transfer_cell(pair: TaskPair, n: int, pre: Pretrained, s: TransferSettings) 
     return pd.DataFrame(rows)
 
 
-def run_transfer(store: Store, s: TransferSettings, out: Path) -> dict[str, Any]:
+def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) every (pair, n_B) cell; return tables, figures and claims."""
     run_id = store.start_run("transfer", s.to_dict(), s.seed)
     done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
+    todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
     pretrained: dict[str, Pretrained] = {}  # by A's name: pairs that share A share its pretraining
-    for name in s.pairs:
-        if all((name, n) in done for n in s.sizes):
-            continue
-        pair = task_pair(name, s.seed, max(s.sizes))
-        if pair.a.name not in pretrained:
-            pretrained[pair.a.name] = pretrain(pair.a, s)
-        for n in s.sizes:
-            if (name, n) not in done:
+    with progress("transfer cells", len(todo), quiet) as advance:
+        for name in dict.fromkeys(name for name, _ in todo):
+            pair = task_pair(name, s.seed, max(s.sizes))
+            if pair.a.name not in pretrained:
+                pretrained[pair.a.name] = pretrain(pair.a, s)
+            for n in (n for p, n in todo if p == name):
                 store.append_rows("transfer_cells", run_id,
                                   transfer_cell(pair, n, pretrained[pair.a.name], s))
+                advance()
     store.finish_run(run_id)
     cells = store.table("transfer_cells", run_id).drop(columns="run_id")
     gains = gain_table(cells)
@@ -225,6 +226,9 @@ def run_transfer(store: Store, s: TransferSettings, out: Path) -> dict[str, Any]
     at = gains[gains["n"] == s.claim_size]
     figs = {"transfer_curves": figures.transfer_curves(cells, out / "transfer_curves.png"),
             "transfer_gains": figures.transfer_gains(at, s.claim_size, out / "transfer_gains.png")}
+    if {"same", "flip"} <= set(at["relation"]):
+        figs["transfer_sign_flip"] = figures.transfer_sign_flip(at, s.claim_size,
+                                                                out / "transfer_sign_flip.png")
     return {"run_id": run_id, "cells": cells, "gains": gains, "figures": figs, "claims": judged}
 
 

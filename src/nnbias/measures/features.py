@@ -13,13 +13,15 @@ network, so a width sweep measures K seeds at once.
 * ``linear_cka``: centred kernel alignment of two representations (Kornblith et al. 2019);
 * ``principal_angles``: between the top-k principal subspaces of a layer before and after;
 * ``gradient_fraction``: share of the activation change that lies in the span of the
-  top-k output-gradient directions df/dh at initialisation.
+  top-k output-gradient directions df/dh at initialisation (``output_gradients``).
 """
 
 from __future__ import annotations
 
 import torch
 from scipy.linalg import subspace_angles
+
+from nnbias.engines.ensemble import Ensemble
 
 
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -86,3 +88,13 @@ def gradient_fraction(delta: torch.Tensor, grads: torch.Tensor, k: int = 5) -> t
         inside = basis.T @ d  # (k, N)
         out.append((inside.norm() ** 2) / (d.norm() ** 2))
     return torch.stack(out)
+
+
+def output_gradients(nets: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
+    """df/dh for each hidden layer, (K, width, N): the directions the output is sensitive to."""
+    hidden: list[torch.Tensor] = []
+    with torch.enable_grad():
+        weights = [w.detach().requires_grad_(True) for w in nets.weights]
+        view = Ensemble(nets.spec, weights, nets.biases, nets.scales, nets.bias_scales)
+        out = view.forward(x, inplace=False, hidden=hidden)
+        return list(torch.autograd.grad(out.sum(), hidden))

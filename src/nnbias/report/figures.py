@@ -274,3 +274,45 @@ def transfer_gains(gains, n: int, path: Path) -> Path:
     ax.set_yticks(range(len(learners)), learners, fontsize=8)
     ax.set_title(f"Transfer gain at n_B = {n} (blue: helps, red: hurts)", fontsize=9)
     return _save(fig, path)
+
+
+def transfer_sign_flip(gains, n: int, path: Path) -> Path:
+    """Each learner's transfer gain on B = A against B = -A at n_B = n (mean, 95 % interval): a model
+    that transfers only through its starting point turns help into harm when the target flips."""
+    same, flip = (gains[gains["relation"] == r].set_index("learner") for r in ("same", "flip"))
+    learners = [m for m in same.index if m in flip.index]
+    x = np.arange(len(learners))
+    fig, ax = plt.subplots(figsize=(1.3 * len(learners) + 2, 3.6))
+    for offset, rows, label in ((-0.18, same, "B = A"), (0.18, flip, "B = -A")):
+        r = rows.loc[learners]
+        ax.bar(x + offset, r["gain"], width=0.36, label=label,
+               yerr=[r["gain"] - r["gain_lo"], r["gain_hi"] - r["gain"]], capsize=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, learners, rotation=15, fontsize=8)
+    ax.set(ylabel="transfer gain (normalised MSE)", title=f"Flipping the target's sign, n_B = {n}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def kernel_solution(cells, path: Path) -> Path:
+    """Inside the kernel solution p*: the nonlinear network's departure from its linear model (left) and
+    the movement of its hidden activations beside the trained network's (right), against width."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    star = cells[cells["solution"] == "kernel solution"]
+    for param, g in star.groupby("parametrization", sort=False):
+        m = g.groupby("width")["output_gap"].agg(["mean", "std"])
+        axes[0].errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=3, capsize=2, label=param)
+    for (param, solution), g in cells.groupby(["parametrization", "solution"], sort=False):
+        m = g.groupby("width")["act_change"].agg(["mean", "std"])
+        axes[1].errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), fmt="o-" if solution == "trained" else
+                         "s--", ms=3, capsize=2, label=f"{param}, {solution}")
+    widths = np.array(sorted(cells["width"].unique()), dtype=float)
+    for ax, column in zip(axes, ("output_gap", "act_change"), strict=True):
+        anchor = cells[(cells["width"] == widths[0])][column].mean()
+        ax.plot(widths, anchor * (widths / widths[0]) ** -0.5, "k:", label="width^-1/2")
+        ax.set(xscale="log", yscale="log", xlabel="width")
+        ax.legend(fontsize=7)
+    axes[0].set(ylabel="||f(p*) - f_lin(p*)|| / ||f_lin(p*) - f0|| (test)",
+                title="Network at p* vs linear model")
+    axes[1].set(ylabel="||h - h_0|| / ||h_0||, hidden layer", title="Feature movement")
+    return _save(fig, path)
