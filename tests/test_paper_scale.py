@@ -66,3 +66,25 @@ def test_gap_at_paper_scale(tmp_path):
     assert verdict(claims, "B3: on parity-k3 a muP network beats") == "supported"
     assert verdict(claims, "B3: on linear kernels match") == "supported"
     assert verdict(claims, "B3: on parity-k3 (d = 16) a muP network needs fewer") == "supported"
+
+
+def test_transfer_at_paper_scale(tmp_path):
+    """Every pair, n_B to 512, width 2048, 10 seeds: the tangent model's transfer flips sign exactly as
+    its identity says."""
+    from nnbias.experiments import transfer
+
+    s = transfer.settings_for("paper")
+    with Store(tmp_path / "s.duckdb") as st:
+        claims = transfer.run_transfer(st, s, tmp_path / "out", quiet=True)["claims"]
+    assert verdict(claims, "B4: tangent model (centred), MSE") == "supported"
+    assert verdict(claims, "B4: the tangent model's transfer flips sign") == "supported"
+
+
+def test_inside_at_paper_scale(tmp_path):
+    """Widths to 4096, 8 seeds: the NTK-parametrized network's features at p* move as width^-1/2."""
+    from nnbias.experiments import inside
+
+    s = inside.settings_for("paper")
+    with Store(tmp_path / "s.duckdb") as st:
+        claims = inside.run_inside(st, s, tmp_path / "out", quiet=True)["claims"]
+    assert verdict(claims, "B6: NTK param.: hidden activations at p* move") == "supported"

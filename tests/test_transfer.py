@@ -71,6 +71,8 @@ def test_task_pairs_relate_as_named():
     digits = task_pair("digits-halves-parity", 0, 100)
     assert set(digits.a.y_train.tolist()) == {-1.0, 1.0} and len(digits.b.y_train) == 100
     assert len(digits.adapt(10).y_train) == 10
+    one_d = task_pair("mnist1d-halves-parity", 0, 64)
+    assert one_d.a.dim == one_d.b.dim == 40 and set(one_d.b.y_test.tolist()) == {-1.0, 1.0}
 
 
 @pytest.mark.parametrize(("call", "needle"), [
@@ -79,6 +81,7 @@ def test_task_pairs_relate_as_named():
     (lambda: TransferSettings(sizes=(16, 32), claim_size=64), "claim_size=64"),
     (lambda: task_pair("single-index-same", 0, 8).adapt(9), "n_B=9"),
     (lambda: task_pair("digits-halves-parity", 0, 5000), "pool=5000"),
+    (lambda: task_pair("mnist1d-halves-parity", 0, 5000), "pool=5000"),
 ])
 def test_bad_input_names_the_value(call, needle):
     with pytest.raises(NNBiasError, match=needle.replace("(", r"\(")):

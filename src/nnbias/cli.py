@@ -40,6 +40,16 @@ def parse_count(name: str, text: str, minimum: int = 1) -> int:
     return check_int(name, value, minimum=minimum)
 
 
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    """'a, b' -> ('a', 'b'); None (option not given) stays None, so the scale's default applies."""
+    return None if text is None else tuple(t.strip() for t in text.split(","))
+
+
+def parse_counts(name: str, text: str | None) -> tuple[int, ...] | None:
+    """'16,64,256' -> (16, 64, 256), each a count as ``parse_count`` reads it; None stays None."""
+    return None if text is None else tuple(parse_count(name, n) for n in text.split(","))
+
+
 def parse_widths(text: str) -> tuple[int, ...]:
     """'40,40' -> (40, 40); '' or 'none' -> () (a perceptron)."""
     if text.strip().lower() in ("", "none"):
@@ -333,7 +343,7 @@ def kernels(
     from nnbias.experiments.kernels import run_kernels, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+    settings = settings_for(scale, tasks=parse_names(tasks),
                             widths=parse_widths(widths) if widths else None, depth=depth, networks=networks,
                             steps=steps, seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
@@ -414,8 +424,8 @@ def sgd_vs_bayes(
     if lr is not None:
         check_positive("lr", lr)
     settings = settings_for(
-        scale, tasks=tuple(t.strip() for t in tasks.split(",")),
-        methods=tuple(m.strip() for m in methods.split(",")),
+        scale, tasks=parse_names(tasks),
+        methods=parse_names(methods),
         runs=parse_count("runs", runs) if runs else None,
         rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
         lr=lr, max_epochs=max_epochs, seed=check_int("seed", seed, minimum=0))
@@ -450,8 +460,8 @@ def features(
     from nnbias.store import Store
 
     settings = settings_for(
-        scale, parametrizations=tuple(p.strip() for p in parametrizations.split(",")),
-        tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        scale, parametrizations=parse_names(parametrizations),
+        tasks=parse_names(tasks),
         widths=parse_widths(widths) if widths else None, depth=check_int("depth", depth, minimum=1),
         networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
@@ -481,10 +491,9 @@ def gap(
     from nnbias.store import Store
 
     settings = settings_for(
-        scale, tasks=tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        scale, tasks=parse_names(tasks),
         widths=parse_widths(widths) if widths else None, networks=networks, steps=steps,
-        curve_sizes=tuple(parse_count("curve size", n) for n in curve_sizes.split(","))
-        if curve_sizes else None,
+        curve_sizes=parse_counts("curve size", curve_sizes),
         seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
         result = run_gap(st, settings, out)
@@ -496,7 +505,8 @@ def gap(
 def transfer(
     pairs: str = typer.Option(None, help="Comma-separated task pairs: single-index-same, single-index-flip, "
                                          "single-index-shared, single-index-unrelated, parity-shared, "
-                                         "digits-halves-parity [small: all but parity-shared; paper: all]."),
+                                         "digits-halves-parity, mnist1d-halves-parity [small: the "
+                                         "single-index pairs and digits; paper: all]."),
     sizes: str = typer.Option(None, help="n_B of the learning curves [small: 16,64,256; paper: 8..512]."),
     claim_size: int = typer.Option(None, help="The n_B at which the claims are judged [64]."),
     width: int = typer.Option(None, help="Hidden width [small: 512, paper: 2048]."),
@@ -513,11 +523,11 @@ def transfer(
     from nnbias.experiments.transfer import run_transfer, settings_for
     from nnbias.store import Store
 
-    n_b = tuple(parse_count("n_B", n) for n in sizes.split(",")) if sizes else None
+    n_b = parse_counts("n_B", sizes)
     if n_b and claim_size is None:  # judge at the middle of the sizes asked for
         claim_size = sorted(n_b)[len(n_b) // 2]
     settings = settings_for(
-        scale, pairs=tuple(p.strip() for p in pairs.split(",")) if pairs else None, sizes=n_b,
+        scale, pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
         seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
@@ -545,7 +555,7 @@ def inside(
     from nnbias.store import Store
 
     settings = settings_for(scale, task=task, widths=parse_widths(widths) if widths else None,
-                            parametrizations=tuple(p.strip() for p in parametrizations.split(",")),
+                            parametrizations=parse_names(parametrizations),
                             networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
     with Store(store) as st:
         result = run_inside(st, settings, out, quiet)

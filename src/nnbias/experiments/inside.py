@@ -36,6 +36,7 @@ from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import linearise, train_gd
 from nnbias.errors import check_choice, check_int, check_positive
 from nnbias.estimators import verdicts as v
+from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
 from nnbias.estimators.scaling import power_law
 from nnbias.executor import progress
@@ -107,13 +108,17 @@ def _ensemble(task: Dataset, parametrization: str, width: int, s: InsideSettings
 
 def kernel_solution(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     """p* = p0 + J^T (J J^T)^-1 (y - f0): where the linearised network trained to convergence on (x, y)
-    ends (the minimum-norm solution), for each of the K networks; J J^T is the empirical NTK."""
+    ends (the minimum-norm solution), for each of the K networks; J J^T is the empirical NTK.
+
+    One Cholesky solve per network, not a batched LU: in a process whose sampler has called MKL's
+    sgemm from numba threads, batched ``torch.linalg.solve`` was seen to deadlock inside MKL's dgetrf.
+    """
     fn, p0 = nets.functional()
     with torch.no_grad():
         theta = structured_ntk(nets, x)
         residual = y.to(theta.dtype) - fn(p0, x)
-        jitter = 1e-12 * theta.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
-        alpha = torch.linalg.solve(theta + jitter * torch.eye(len(y), dtype=theta.dtype), residual)
+        alpha = torch.stack([cholesky_solve(t, r[:, None], "empirical NTK")[:, 0]
+                             for t, r in zip(theta, residual, strict=True)])
     _, pull = vjp(lambda q: fn(q, x), p0)
     (step,) = pull(alpha)
     return [p + d for p, d in zip(p0, step, strict=True)]

@@ -248,6 +248,9 @@ def transfer_curves(cells, path: Path) -> Path:
             k = rows[rows["learner"] == kernel].sort_values("n")
             ax.plot(k["n"], k["error_scratch"], style, color="k", lw=1, label=f"{kernel} (scratch)")
         ax.set(xscale="log", xlabel="n_B", ylabel="test MSE / Var(y)", title=pair)
+        sizes = sorted(rows["n"].unique())
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         if ax is axes.flat[0]:
             ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(pairs):]:

@@ -8,7 +8,7 @@ Relations (``TaskPair.relation``):
 * ``shared``: B shares A's features but reads them out otherwise, with targets
   uncorrelated with A's (the same single-index direction under a He3 link,
   orthogonal to a ReLU link; parities sharing bits; another pairing of the
-  same digits);
+  same digits or MNIST-1D classes);
 * ``unrelated``: B shares nothing with A (an orthogonal direction).
 
 Targets are real numbers (classes become +-1) and every learner is trained and
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nnbias.errors import check_int, require
-from nnbias.tasks.datasets import LINKS, Dataset, digits
+from nnbias.tasks.datasets import LINKS, Dataset, digits, mnist1d
 
 INPUT_DIM = 16
 TRAIN_A = 512
@@ -104,11 +104,31 @@ def digits_pair(seed: int, pool: int) -> TaskPair:
     return TaskPair("digits-halves-parity", "shared", a, b)
 
 
+def mnist1d_pair(seed: int, pool: int) -> TaskPair:
+    """MNIST-1D (all ten classes, generated offline): A: classes 0-4 against 5-9 on the first 2000
+    training sequences, B: even against odd classes on the other 2000 (+-1 targets); the 1000 test
+    sequences split in two."""
+    full = mnist1d(train=4000, seed=seed)
+    require(pool <= 2000, f"pool={pool} is larger than the MNIST-1D B pool allows (2000)")
+    (x, y), (xt, yt) = (full.x_train, full.y_train), (full.x_test, full.y_test)
+
+    def high(labels: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (labels >= 5).double() - 1
+
+    def odd(labels: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (labels % 2).double() - 1
+
+    a = Dataset("mnist1d 0-4 vs 5-9", x[:2000], high(y[:2000]), xt[:500], high(yt[:500]))
+    b = Dataset("mnist1d even vs odd", x[2000:2000 + pool], odd(y[2000:2000 + pool]), xt[500:], odd(yt[500:]))
+    return TaskPair("mnist1d-halves-parity", "shared", a, b)
+
+
 PAIRS: dict[str, Callable[[int, int], TaskPair]] = {
     **{f"single-index-{r}": functools.partial(single_index_pair, r) for r in ("same", "flip", "shared",
                                                                                "unrelated")},
     "parity-shared": parity_pair,
     "digits-halves-parity": digits_pair,
+    "mnist1d-halves-parity": mnist1d_pair,
 }
 
 
