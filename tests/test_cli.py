@@ -71,15 +71,47 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["runs", "--store", "missing.duckdb"], "does not exist"),
     (["claims", "--store", "missing.duckdb"], "does not exist"),
     (["pfmap", "--device", "tpu"], "device='tpu'"),
+    (["pfmap", "--seed", "9223372036854775808"], "seed=9223372036854775808"),
+    (["pfmap", "--samples", "1e30"], "<= 1000000000000"),
+    (["pfmap", "--workers", "0"], "workers=0"),
+    (["pfmap", "--scheduler", "tcp://127.0.0.1:1"], "applies to the dask executor only"),
+    (["pfmap", "--executor", "dask", "--scheduler", "not a url"], "cannot be reached"),
+    (["pfmap", "--executor", "dask", "--scheduler", "tcp://h:1", "--workers", "2"], "workers=2 does not"),
+    (["volumes", "--prior", "uniform", "--sigma-b", "5"], "--sigma-b does not apply"),
+    (["features", "--widths", "abc"], "widths='abc'"),
+    (["kernels", "--tasks", "foo"], "task='foo'"),
+    (["pfmap", "--out", "/proc/nope/figs"], "cannot be written"),
+    (["gap", "--out", "AFILE/figs"], "Not a directory"),
+    (["pfmap", "--sigma-w", "1e39"], "float32"),
+    (["sgd-vs-bayes", "--tasks", "bool5-0011", "--methods", "sgd-b1000"], "batch size 1000 is larger"),
+    (["kernel", "--x", "X.npy", "--out", "K.txt"], "out='K.txt'"),
+    (["kernel", "--x", "X.npy", "--out", "."], "out='.'"),
+    (["kernel", "--x", "EMPTY.npy", "--out", "K.npy"], "N, d >= 1"),
+    (["kernel", "--x", "COMPLEX.npy", "--out", "K.npy"], "expected a real"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
+    import numpy as np
+
     (tmp_path / "NOTDB").write_text("not a database " * 50)
-    args = [str(tmp_path / "NOTDB") if a == "NOTDB" else a for a in args]
+    for name, array in (("X", np.ones((3, 2))), ("EMPTY", np.ones((0, 3))),
+                        ("COMPLEX", np.ones((3, 2)) * 1j)):
+        np.save(tmp_path / f"{name}.npy", array)
+    (tmp_path / "AFILE").write_text("a file, not a folder")
+    files = {"NOTDB", "X.npy", "EMPTY.npy", "COMPLEX.npy", "AFILE"}
+    args = [str(tmp_path / a) if a.split("/")[0] in files else a for a in args]
     r = nnbias(*args, "--quiet" if args[0] == "pfmap" else "--json", cwd=tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way
+
+
+def test_a_busy_store_is_called_busy(tmp_path):
+    from nnbias.store import Store
+
+    with Store(tmp_path / "store.duckdb"):  # this process holds the write lock, as a running run does
+        r = nnbias("runs", cwd=tmp_path)
+    assert r.returncode == 2 and "in use by another nnbias process" in r.stderr
 
 
 def test_kernel_command_writes_the_analytic_kernel(tmp_path):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from nnbias.errors import NNBiasError, check_choice, check_int, check_positive
+from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, check_seed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Put theories of neural-network generalisation to empirical test.")
@@ -50,18 +51,30 @@ def parse_counts(name: str, text: str | None) -> tuple[int, ...] | None:
     return None if text is None else tuple(parse_count(name, n) for n in text.split(","))
 
 
-def parse_widths(text: str) -> tuple[int, ...]:
-    """'40,40' -> (40, 40); '' or 'none' -> () (a perceptron)."""
+def parse_widths(text: str, name: str = "hidden") -> tuple[int, ...]:
+    """'40,40' -> (40, 40); '' or 'none' -> () (a perceptron); errors name the option ``name``."""
     if text.strip().lower() in ("", "none"):
         return ()
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:
-        raise NNBiasError(f"hidden={text!r} is not allowed; expected comma-separated widths "
-                          "such as 40,40 (or 'none')") from None
+        raise NNBiasError(f"{name}={text!r} is not allowed; expected comma-separated widths "
+                          "such as 40,40" + (" (or 'none')" if name == "hidden" else "")) from None
     for w in widths:
         check_int("width", w, minimum=1)
     return widths
+
+
+def writable_dir(path: Path) -> Path:
+    """The output folder, created while the options are read: one that cannot be written fails
+    before any work, not after it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NNBiasError(f"out={str(path)!r} cannot be written: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise NNBiasError(f"out={str(path)!r} cannot be written: permission denied")
+    return path
 
 
 def emit(result: Any, as_json: bool, human: str) -> None:
@@ -136,7 +149,8 @@ def pfmap(
     scheduler: str = typer.Option(None, help="Address of a running Dask scheduler."),
     top: int = typer.Option(20, help="Rows in the table of most frequent functions."),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/pfmap"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/pfmap"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -168,8 +182,8 @@ def volumes(
     inputs: int = typer.Option(2, "--inputs", "-n", help="Number of inputs (1..3)."),
     prior: str = typer.Option("uniform", help="uniform (cube: exact rationals) or gaussian."),
     bias: bool = typer.Option(True, "--bias/--no-bias"),
-    sigma_w: float = typer.Option(1.0, help="Gaussian prior: weights ~ N(0, sigma_w^2/n)."),
-    sigma_b: float = typer.Option(1.0, help="Gaussian prior: bias ~ N(0, sigma_b^2)."),
+    sigma_w: float = typer.Option(None, help="Gaussian prior: weights ~ N(0, sigma_w^2/n) [1]."),
+    sigma_b: float = typer.Option(None, help="Gaussian prior: bias ~ N(0, sigma_b^2) [1]."),
     encoding: str = typer.Option("01", help="01 or pm1."),
     as_json: bool = JSON,
 ) -> None:
@@ -180,7 +194,13 @@ def volumes(
     check_int("inputs", inputs, minimum=1, maximum=MAX_VOLUME_INPUTS)
     check_choice("prior", prior, ("uniform", "gaussian"))
     if prior == "uniform":  # weights and bias uniform on one cube [-1, 1]
+        given = [f"--{n}" for n, val in (("sigma-w", sigma_w), ("sigma-b", sigma_b)) if val is not None]
+        if given:
+            raise NNBiasError(f"{' and '.join(given)} does not apply to prior='uniform' (the unit cube); "
+                              "leave it out or use --prior gaussian")
         sigma_w, sigma_b = 1.0, 1 / math.sqrt(inputs)
+    else:
+        sigma_w, sigma_b = 1.0 if sigma_w is None else sigma_w, 1.0 if sigma_b is None else sigma_b
     spec = NetworkSpec(inputs, (), "step", bias, prior, sigma_w, sigma_b, encoding)
     vols = exact_volumes(spec)
     rows = [{"truth_table": v.truth_table, "probability": v.probability,
@@ -239,7 +259,8 @@ def claims(
 @app.command()
 def reproduce(
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results"), help="Folder for the report and figures."),
+    out: Path = typer.Option(Path("nnbias-results"), help="Folder for the report and figures.",
+                             callback=writable_dir),
     samples: str = typer.Option(None, help="Networks for the main P(f) run [small: 1e6, paper: 1e8]."),
     scale: str = typer.Option("small", help="small (minutes on 2 cores) or paper (the original papers' "
                                             "sizes: hours, or a GPU / cluster)."),
@@ -256,7 +277,7 @@ def reproduce(
     from nnbias.experiments.reproduce import scale_settings
     from nnbias.store import Store
 
-    settings = scale_settings(scale, check_int("seed", seed, minimum=0),
+    settings = scale_settings(scale, check_seed(seed),
                               parse_count("samples", samples) if samples else None, device=device)
     ex = _executor(executor, workers, scheduler)
     try:
@@ -293,6 +314,8 @@ def kernel(
     check_choice("kind", kind, ("nngp", "ntk"))
     check_choice("dtype", dtype, ("float32", "float64"))
     check_int("depth", depth, minimum=0)
+    if out.suffix != ".npy" or out.is_dir():  # np.save would append .npy and report another name
+        raise NNBiasError(f"out={str(out)!r} is not allowed; give a file path ending in .npy")
     arrays = [_load_npy(p) for p in (x, x2) if p is not None]
     spec = NetworkSpec(arrays[0].shape[1] if arrays[0].ndim == 2 else 1, (width,) * depth, activation,
                        sigma_b > 0, "gaussian", sigma_w, sigma_b,
@@ -300,7 +323,8 @@ def kernel(
     gram = KernelFn(spec)(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
                           kind=kind, dtype=getattr(torch, dtype))
     try:
-        np.save(out, gram.numpy())
+        with open(out, "wb") as f:  # the exact name given, never a second one
+            np.save(f, gram.numpy())
     except OSError as e:
         raise NNBiasError(f"out={str(out)!r} cannot be written: {e.strerror}") from None
     emit({"out": str(out), "shape": list(gram.shape), "kind": kind, "spec": spec.to_dict()}, as_json,
@@ -316,9 +340,9 @@ def _load_npy(path: Path):
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise NNBiasError(f"input file {str(path)!r} is not a .npy array ({e})") from None
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr) or 0 in arr.shape:
         raise NNBiasError(f"input file {str(path)!r} holds shape {arr.shape} {arr.dtype}; "
-                          "expected a numeric (N, d) array")
+                          "expected a real (N, d) array with N, d >= 1")
     return arr.astype(np.float64)
 
 
@@ -336,7 +360,8 @@ def kernels(
                                             "2000 networks per fluctuation cell)."),
     seed: int = typer.Option(0),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/kernels"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/kernels"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
 ) -> None:
     """Kernel predictors (NNGP, NTK) against trained finite networks; NTK convergence and fluctuations."""
@@ -344,8 +369,8 @@ def kernels(
     from nnbias.store import Store
 
     settings = settings_for(scale, tasks=parse_names(tasks),
-                            widths=parse_widths(widths) if widths else None, depth=depth, networks=networks,
-                            steps=steps, seed=check_int("seed", seed, minimum=0))
+                            widths=parse_widths(widths, "widths") if widths else None, depth=depth,
+                            networks=networks, steps=steps, seed=check_seed(seed))
     with Store(store) as st:
         result = run_kernels(st, settings, out)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
@@ -413,12 +438,13 @@ def sgd_vs_bayes(
     workers: int = typer.Option(None),
     scheduler: str = typer.Option(None),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/sgd_bayes"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/sgd_bayes"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """P_SGD(f|S) against P_B(f|S) (rejection, NNGP + EP, last-layer training) on Boolean and digit tasks."""
-    from nnbias.experiments.sgd_bayes import run_sgd_bayes, settings_for
+    from nnbias.experiments.sgd_bayes import check_tasks, run_sgd_bayes, settings_for
     from nnbias.store import Store
 
     if lr is not None:
@@ -428,7 +454,8 @@ def sgd_vs_bayes(
         methods=parse_names(methods),
         runs=parse_count("runs", runs) if runs else None,
         rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
-        lr=lr, max_epochs=max_epochs, seed=check_int("seed", seed, minimum=0))
+        lr=lr, max_epochs=max_epochs, seed=check_seed(seed))
+    check_tasks(settings)
     ex = _executor(executor, workers, scheduler)
     try:
         with Store(store) as st:
@@ -452,7 +479,8 @@ def features(
     scale: str = typer.Option("small", help="small or paper."),
     seed: int = typer.Option(0),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/features"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/features"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
 ) -> None:
     """Coordinate check and width sweep of feature movement per abc-parametrization, with fitted exponents."""
@@ -462,8 +490,8 @@ def features(
     settings = settings_for(
         scale, parametrizations=parse_names(parametrizations),
         tasks=parse_names(tasks),
-        widths=parse_widths(widths) if widths else None, depth=check_int("depth", depth, minimum=1),
-        networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
+        widths=parse_widths(widths, "widths") if widths else None, depth=check_int("depth", depth, minimum=1),
+        networks=networks, steps=steps, seed=check_seed(seed))
     with Store(store) as st:
         result = run_features(st, settings, out)
     emit_experiment(result, ("run_id", "coord_exponents", "exponents", "figures", "claims"),
@@ -482,7 +510,8 @@ def gap(
     scale: str = typer.Option("small", help="small or paper."),
     seed: int = typer.Option(0),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/gap"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/gap"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
 ) -> None:
     """Where the kernel gap opens: full vs linearised vs muP networks vs NNGP/NTK on a task ladder,
@@ -492,9 +521,9 @@ def gap(
 
     settings = settings_for(
         scale, tasks=parse_names(tasks),
-        widths=parse_widths(widths) if widths else None, networks=networks, steps=steps,
+        widths=parse_widths(widths, "widths") if widths else None, networks=networks, steps=steps,
         curve_sizes=parse_counts("curve size", curve_sizes),
-        seed=check_int("seed", seed, minimum=0))
+        seed=check_seed(seed))
     with Store(store) as st:
         result = run_gap(st, settings, out)
     emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
@@ -515,7 +544,8 @@ def transfer(
     scale: str = typer.Option("small", help="small or paper."),
     seed: int = typer.Option(0),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -529,7 +559,7 @@ def transfer(
     settings = settings_for(
         scale, pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
-        seed=check_int("seed", seed, minimum=0))
+        seed=check_seed(seed))
     with Store(store) as st:
         result = run_transfer(st, settings, out, quiet)
     table = result["gains"][result["gains"]["n"] == settings.claim_size]
@@ -546,7 +576,8 @@ def inside(
     scale: str = typer.Option("small", help="small or paper."),
     seed: int = typer.Option(0),
     store: Path = STORE,
-    out: Path = typer.Option(Path("nnbias-results/inside"), help="Folder for figures."),
+    out: Path = typer.Option(Path("nnbias-results/inside"), help="Folder for figures.",
+                             callback=writable_dir),
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -554,9 +585,9 @@ def inside(
     from nnbias.experiments.inside import run_inside, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, task=task, widths=parse_widths(widths) if widths else None,
+    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
                             parametrizations=parse_names(parametrizations),
-                            networks=networks, steps=steps, seed=check_int("seed", seed, minimum=0))
+                            networks=networks, steps=steps, seed=check_seed(seed))
     with Store(store) as st:
         result = run_inside(st, settings, out, quiet)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)

@@ -58,3 +58,11 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     bound = ">= 0" if allow_zero else "> 0"
     require(ok, f"{name}={value!r} is not allowed; expected a finite number {bound}")
     return float(value)
+
+
+SEED_MAX = 2**63 - 1  # the store keeps seeds as DuckDB BIGINT
+
+
+def check_seed(value: Any) -> int:
+    """A run seed: a whole number 0 <= seed < 2^63 (what the results store can hold)."""
+    return check_int("seed", value, minimum=0, maximum=SEED_MAX)

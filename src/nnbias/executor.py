@@ -62,9 +62,11 @@ class DaskExecutor:
         if address:
             try:
                 self.client = Client(address, timeout="10s")
-            except OSError as e:
-                raise NNBiasError(f"dask scheduler {address!r} cannot be reached ({e}); "
-                                  "give the address printed by `dask scheduler`") from e
+            except (OSError, ValueError, TypeError) as e:  # unreachable, or not an address at all
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise NNBiasError(f"dask scheduler {address!r} cannot be reached ({first}); "
+                                  "give the address printed by `dask scheduler`, e.g. "
+                                  "tcp://HOST:8786") from None
             self.cluster = None
         else:
             n = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
@@ -102,10 +104,21 @@ class DaskExecutor:
 
 def make_executor(kind: str = "threads", workers: int | None = None,
                   address: str | None = None) -> LocalExecutor | DaskExecutor:
-    """``threads`` (default), or ``dask`` (local cluster, or ``address`` of a running scheduler)."""
+    """``threads`` (default), or ``dask`` (local cluster, or ``address`` of a running scheduler).
+
+    Options that do not apply are refused, not ignored: a scheduler address with threads, a worker
+    count with a scheduler (that cluster's workers are its own), and a worker count below 1."""
+    if workers is not None:
+        check_int("workers", workers, minimum=1)
     if kind == "threads":
+        if address is not None:
+            raise NNBiasError(f"scheduler={address!r} applies to the dask executor only; add "
+                              "--executor dask (or leave --scheduler out)")
         return LocalExecutor(workers)
     if kind == "dask":
+        if address is not None and workers is not None:
+            raise NNBiasError(f"workers={workers} does not apply with scheduler={address!r}: the "
+                              "cluster's own workers run the chunks; leave --workers out")
         return DaskExecutor(address, workers)
     raise NNBiasError(f"executor={kind!r} is not allowed; choose one of ['threads', 'dask']")
 

@@ -99,6 +99,10 @@ class Store:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
             first = str(e).splitlines()[0]
+            if "lock" in first.lower():  # another process writes to it: busy, not broken
+                raise NNBiasError(f"store {str(self.path)!r} is in use by another nnbias process (a run "
+                                  "holds its write lock); wait for it to finish, or read a copy of the "
+                                  "file") from None
             raise NNBiasError(f"store {str(self.path)!r} cannot be opened as a DuckDB database "
                               f"({first}); give a .duckdb file or a new path") from e
         if not read_only:

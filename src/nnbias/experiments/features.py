@@ -33,7 +33,7 @@ import torch
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_int, require
+from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
@@ -74,7 +74,7 @@ class FeaturesSettings:
             check_task(TASKS, t)
         for name in ("depth", "networks", "steps", "base_width", "coord_steps"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         for w in self.widths + self.coord_widths:
             check_int("width", w, minimum=1)
 

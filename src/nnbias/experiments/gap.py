@@ -46,7 +46,7 @@ import torch
 
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.training import TrainConfig, TrainResult, train, train_gd
-from nnbias.errors import check_int, check_positive
+from nnbias.errors import check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
@@ -111,7 +111,7 @@ class GapSettings:
             check_task(CURVE_TASKS, t)
         for name in ("networks", "steps", "base_width", "curve_width"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         for w in self.widths:
             check_int("width", w, minimum=1)
         for n in self.curve_sizes:

@@ -34,7 +34,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import linearise, train_gd
-from nnbias.errors import check_choice, check_int, check_positive
+from nnbias.errors import check_choice, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
@@ -80,7 +80,7 @@ class InsideSettings:
             check_int("width", w, minimum=1)
         for name in ("networks", "steps", "base_width", "top_k"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         check_positive("mup_eta", self.mup_eta)
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from nnbias.engines.empirical import spec_empirical_ntk, structured_ntk
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import train_gd
-from nnbias.errors import check_int, require
+from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law, proportional
@@ -65,7 +65,7 @@ class KernelsSettings:
             check_task(TASKS, t)
         for name in ("depth", "networks", "steps", "convergence_seeds", "fluctuation_networks"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         for w in self.widths + self.convergence_widths + self.fluctuation_widths:
             check_int("width", w, minimum=1)
 

@@ -15,7 +15,7 @@ import torch
 
 from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
-from nnbias.errors import NNBiasError, check_choice, check_int
+from nnbias.errors import NNBiasError, check_choice, check_int, check_seed
 from nnbias.executor import LocalExecutor, run_chunks
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
@@ -29,6 +29,10 @@ def check_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise NNBiasError("device='cuda' is not allowed here: no CUDA GPU is visible; use 'cpu'")
     return device
+
+
+FLOAT32_HEADROOM = 1e30  # sigma_w^(layers) * sigma_b must stay this far below float32's 3.4e38
+MAX_SAMPLES = 10**12  # a run's chunk list must fit in memory; 100x the papers' largest (10^10)
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,18 @@ class SamplingConfig:
         if self.batch is None:
             object.__setattr__(self, "batch", DEFAULT_BATCH if self.device == "cpu" else self.chunk_size)
         check_n_bits(self.spec.input_dim)
-        object.__setattr__(self, "samples", check_int("samples", self.samples, minimum=1))
-        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        object.__setattr__(self, "samples", check_int("samples", self.samples, minimum=1,
+                                                      maximum=MAX_SAMPLES))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         object.__setattr__(self, "chunk_size", check_int("chunk_size", self.chunk_size, minimum=1))
         object.__setattr__(self, "batch", check_int("batch", self.batch, minimum=1))
         check_device(self.device)
+        # the sampler computes in float32: an output scale near its range (3.4e38) overflows silently
+        scale = max(self.spec.sigma_w, 1.0) ** (len(self.spec.hidden) + 1) * max(self.spec.sigma_b, 1.0)
+        if scale > FLOAT32_HEADROOM:
+            raise NNBiasError(f"sigma_w={self.spec.sigma_w:g}, sigma_b={self.spec.sigma_b:g} are not allowed "
+                              f"for {len(self.spec.hidden)} hidden layers: the sampler's float32 "
+                              f"activations would reach ~{scale:.1e} (allowed up to {FLOAT32_HEADROOM:.0e})")
 
     @property
     def chunks(self) -> list[int]:

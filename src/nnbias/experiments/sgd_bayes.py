@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
-from nnbias.errors import NNBiasError, check_int, require
+from nnbias.errors import NNBiasError, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
@@ -98,7 +98,7 @@ class SgdBayesSettings:
     def __post_init__(self) -> None:
         for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         for task in self.tasks:  # names only: building the data sets here would be done twice
             check_task(TASKS, task)
         for method in self.methods:
@@ -129,6 +129,21 @@ def _train_chunk(spec: NetworkSpec, task: Dataset, config: TrainConfig, last: bo
                              sizes[chunk], last_layer=last)
 
 
+def check_batch(method: str, config: TrainConfig, task: Dataset) -> None:
+    require(config.batch_size is None or config.batch_size <= len(task.y_train),
+            f"method={method!r}: batch size {config.batch_size} is larger than |S| = {len(task.y_train)} "
+            f"of task {task.name!r}")
+
+
+def check_tasks(s: SgdBayesSettings) -> None:
+    """Every method must fit every task (batch <= |S|, S and E disjoint) before anything is written."""
+    for task_name in s.tasks:
+        task = load_task(task_name, s.seed)
+        check_disjoint(task)
+        for method in s.methods:
+            check_batch(method, parse_method(method, s.lr, s.max_epochs)[0], task)
+
+
 def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, executor=None,
              quiet: bool = False) -> str:
     """Train (or finish training) ``s.runs`` networks of one method on one task; return the run id."""
@@ -136,8 +151,7 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     check_disjoint(task)
     spec = task_spec(task, s)
     config, last = parse_method(method, s.lr, s.max_epochs)
-    require(config.batch_size is None or config.batch_size <= len(task.y_train),
-            f"method={method!r}: batch size {config.batch_size} is larger than |S| = {len(task.y_train)}")
+    check_batch(method, config, task)
     sizes = [min(s.chunk_size, s.runs - i) for i in range(0, s.runs, s.chunk_size)]
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
@@ -253,6 +267,7 @@ def compare_task(store: Store, run_id: str, task_name: str, s: SgdBayesSettings,
 def run_sgd_bayes(store: Store, s: SgdBayesSettings, out: Path, executor=None,
                   quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the experiment on every task; return tables, figures and claims."""
+    check_tasks(s)
     run_id = store.start_run("sgd-vs-bayes", s.to_dict(), s.seed)
     summaries, tables, figs = [], {}, {}
     for task_name in s.tasks:

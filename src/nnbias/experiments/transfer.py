@@ -43,7 +43,7 @@ import torch
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import TrainConfig, centre, linearised_gd, train, train_gd
-from nnbias.errors import check_int, check_positive, require
+from nnbias.errors import check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
 from nnbias.executor import progress
@@ -85,7 +85,7 @@ class TransferSettings:
                                                f"of the sizes {list(self.sizes)}")
         for name in ("width", "networks", "steps", "base_width"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         check_positive("mup_eta", self.mup_eta)
         check_positive("sigma_w", self.sigma_w)
         check_positive("sigma_b", self.sigma_b, allow_zero=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnbias.errors import NNBiasError, check_choice, check_int, require
+from nnbias.errors import NNBiasError, check_choice, check_int, check_seed, require
 from nnbias.tasks.boolean import check_n_bits, hypercube
 
 
@@ -96,7 +96,7 @@ class Dataset:
 
 def _rng(seed: int, stream: int = 0) -> np.random.Generator:
     """Generator for ``seed``; distinct ``stream``s are independent (a target and its split must be)."""
-    return np.random.default_rng([check_int("seed", seed, minimum=0), stream])
+    return np.random.default_rng([check_seed(seed), stream])
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, train: int, rng: np.random.Generator,
@@ -232,7 +232,7 @@ def mnist1d(train: int = 4000, seed: int = 0, classes: tuple[int, ...] | None = 
     state = np.random.get_state()
     try:
         args = get_dataset_args()
-        args.seed = check_int("seed", seed, minimum=0)
+        args.seed = check_seed(seed)
         data = make_dataset(args)
     finally:
         np.random.set_state(state)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnbias.errors import check_int, require
+from nnbias.errors import check_int, check_seed, require
 from nnbias.tasks.datasets import LINKS, Dataset, digits, mnist1d
 
 INPUT_DIM = 16
@@ -56,7 +56,7 @@ def _gaussian(rng: np.random.Generator, n: int) -> np.ndarray:
 def single_index_pair(relation: str, seed: int, pool: int) -> TaskPair:
     """A: ReLU(w.x) on N(0, I_16); B per relation, on inputs drawn apart from A's (shared by every
     relation of one seed, so B = A and B = -A differ only in the sign of the targets)."""
-    rng = np.random.default_rng([check_int("seed", seed, minimum=0), 17])
+    rng = np.random.default_rng([check_seed(seed), 17])
     w, w_other = np.linalg.qr(rng.normal(size=(INPUT_DIM, 2)))[0].T
     x_a, x_b = _gaussian(rng, TRAIN_A + TEST_B), _gaussian(rng, pool + TEST_B)
     relu, he3 = LINKS["relu"], LINKS["he3"]
@@ -75,7 +75,7 @@ def single_index_pair(relation: str, seed: int, pool: int) -> TaskPair:
 def parity_pair(seed: int, pool: int) -> TaskPair:
     """A: parity of bits {0, 1, 2}, B: parity of bits {0, 1, 3} of x in {-1, +1}^16 (shared bits,
     uncorrelated targets)."""
-    rng = np.random.default_rng([check_int("seed", seed, minimum=0), 18])
+    rng = np.random.default_rng([check_seed(seed), 18])
     x_a = rng.choice([-1.0, 1.0], size=(TRAIN_A + TEST_B, INPUT_DIM))
     x_b = rng.choice([-1.0, 1.0], size=(pool + TEST_B, INPUT_DIM))
 
