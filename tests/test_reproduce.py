@@ -1,4 +1,7 @@
 import re
+import shutil
+
+import pytest
 
 from nnbias.estimators.verdicts import VERDICTS
 from nnbias.experiments.features import FeaturesSettings
@@ -14,7 +17,10 @@ from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 
 
-def test_reproduce_writes_a_self_contained_report(tmp_path):
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One small reproduce run shared by the report's tests: (result, store tables, stored claims, out)."""
+    tmp_path = tmp_path_factory.mktemp("reproduce")
     settings = PfmapSettings(SamplingConfig(NetworkSpec(6, (20, 20)), 60_000, chunk_size=20_000),
                              theorem_samples=60_000, exact_samples=100_000)
     with Store(tmp_path / "s.duckdb") as st:
@@ -35,7 +41,12 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
                            features=feat, gap=gap, transfer=moved, inside=solved)
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
         stored = st.claims(result["run_id"])
-    html = (tmp_path / "out" / "report.html").read_text()
+    return result, tables, stored, tmp_path / "out"
+
+
+def test_reproduce_writes_a_self_contained_report(reproduced):
+    result, tables, stored, out = reproduced
+    html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 17
     assert "<th>verdict</th>" in html and "<th>rule</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
@@ -52,3 +63,36 @@ def test_reproduce_writes_a_self_contained_report(tmp_path):
     # Thm 4.1 and the exact volumes are mathematical facts: the sampler must agree with them
     assert verdict("A3: a bias-free") == "supported" and verdict("A2: the sampler") == "supported"
     assert verdict("A1: large volume") == "supported"
+
+
+def test_report_renders_in_a_real_browser(reproduced):
+    """Headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run) opens the report:
+    every image decodes (naturalWidth > 0), the console has no errors, and a screenshot is taken."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("no chromium/chromedriver on this machine (.ci/run installs Debian's chromium)")
+    _, _, _, out = reproduced
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1280,2000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+    try:
+        browser.get((out / "report.html").resolve().as_uri())
+        widths = browser.execute_script(
+            "return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        verdicts = browser.execute_script(
+            "return Array.from(document.querySelectorAll('td.supported, td.contradicted, "
+            "td.inconclusive, td.measured'), td => td.textContent)")
+        assert browser.save_screenshot(str(out / "report.png"))
+    finally:
+        browser.quit()
+    assert len(widths) == 17 and all(w > 0 for w in widths), widths
+    assert errors == []
+    assert len(verdicts) == len(reproduced[0]["claims"])  # every row's verdict cell is styled by its word
+    assert (out / "report.png").stat().st_size > 20_000
