@@ -94,3 +94,20 @@ def test_features_experiment_resumes_and_fits_exponents(tmp_path):
     assert all(p.exists() for p in first["figures"].values())
     with pytest.raises(NNBiasError, match="parametrization='sp'"):
         FeaturesSettings(parametrizations=("sp",))
+
+
+def test_moved_variance_against_a_direct_computation():
+    """A rank-one change along u: with k = 1 the share is the trained layer's variance along u (numpy,
+    written out), and a change that is the whole representation explains all of it."""
+    from nnbias.measures.features import moved_variance
+
+    rng = np.random.default_rng(0)
+    h0 = rng.normal(size=(12, 40))
+    u = np.linalg.qr(rng.normal(size=(12, 1)))[0][:, 0]
+    h1 = h0 + 3 * np.outer(u, rng.normal(size=40))
+    centred = h1 - h1.mean(1, keepdims=True)
+    expected = float((u @ centred) @ (u @ centred) / (centred**2).sum())
+    got = moved_variance(torch.from_numpy(h0)[None], torch.from_numpy(h1)[None], k=1)
+    assert float(got[0]) == pytest.approx(expected, rel=1e-9)
+    whole = moved_variance(torch.zeros(1, 12, 40, dtype=torch.float64), torch.from_numpy(h1)[None], k=12)
+    assert float(whole[0]) == pytest.approx(1.0)

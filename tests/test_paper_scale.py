@@ -78,6 +78,7 @@ def test_transfer_at_paper_scale(tmp_path):
         claims = transfer.run_transfer(st, s, tmp_path / "out", quiet=True)["claims"]
     assert verdict(claims, "B4: tangent model (centred), MSE") == "supported"
     assert verdict(claims, "B4: the tangent model's transfer flips sign") == "supported"
+    assert verdict(claims, "B4: with its random initial function f0 kept") == "supported"
 
 
 def test_inside_at_paper_scale(tmp_path):

@@ -101,7 +101,7 @@ def test_transfer_run_resumes_and_stores_claims(tmp_path, monkeypatch):
         again = run_transfer(st, s, tmp_path / "out")
         assert st.claims(first["run_id"]) == first["claims"]
     cells = first["cells"]
-    assert len(cells) == 2 * 2 * (5 * 3 + 2)  # pairs x sizes x (learners x seeds + 2 kernels)
+    assert len(cells) == 2 * 2 * (6 * 3 + 2)  # pairs x sizes x (learners x seeds + 2 kernels)
     assert again["claims"] == first["claims"]
     identity = next(c for c in first["claims"] if "exactly" in c["claim"])
     assert identity["verdict"] == v.SUPPORTED
@@ -128,6 +128,8 @@ def test_transfer_claims_can_be_contradicted_and_inconclusive():
         ("single-index-flip", "tangent-init"): [x + 0.1 for x in seeds],
         ("single-index-same", "mup-net"): [x + 0.3 for x in seeds],
         ("single-index-flip", "mup-net"): [x - 0.3 for x in seeds],  # muP's transfer flips too
+        ("single-index-same", "tangent-init-f0"): [x + 0.2 for x in seeds],
+        ("single-index-flip", "tangent-init-f0"): [x + 0.2 for x in seeds],  # helps on -A too
         ("single-index-same", "ntk-net"): [x + 0.4 for x in seeds],
         ("single-index-same", "tangent-pretrained"): [x + 0.0 for x in seeds],
         ("single-index-shared", "mup-net"): [0.0, 0.5, -0.5, 0.2],
@@ -137,10 +139,12 @@ def test_transfer_claims_can_be_contradicted_and_inconclusive():
         ("single-index-unrelated", "tangent-init"): [x - 0.2 for x in seeds],
     }, residual=0.05), 64)
     by = {key: next(c["verdict"] for c in claims if key in c["claim"]) for key in
-          ("exactly", "flips sign", "same sign", "on single-index-shared (shared", "unrelated",
-           "on single-index-same the linearisation", "on single-index-shared the linearisation")}
+          ("exactly", "transfer flips sign", "still flips sign", "same sign",
+           "on single-index-shared (shared", "unrelated", "on single-index-same the linearisation",
+           "on single-index-shared the linearisation")}
     assert by["exactly"] == v.CONTRADICTED  # -0.2 + 2 * 0.05 != 0
-    assert by["flips sign"] == v.CONTRADICTED and by["same sign"] == v.CONTRADICTED
+    assert by["transfer flips sign"] == v.CONTRADICTED and by["same sign"] == v.CONTRADICTED
+    assert by["still flips sign"] == v.CONTRADICTED
     assert by["on single-index-shared (shared"] == v.INCONCLUSIVE
     assert by["unrelated"] == v.CONTRADICTED  # clearly harmful: not indistinguishable from 0
     assert by["on single-index-same the linearisation"] == v.CONTRADICTED
@@ -155,7 +159,7 @@ def test_cli_transfer_json_and_bad_input(tmp_path):
                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert {c["verdict"] for c in doc["claims"]} <= set(v.VERDICTS) and len(doc["gains"]) == 2 * 2 * 5
+    assert {c["verdict"] for c in doc["claims"]} <= set(v.VERDICTS) and len(doc["gains"]) == 2 * 2 * 6
     bad = nnbias("transfer", "--pairs", "cats-dogs", cwd=tmp_path)
     assert bad.returncode == 2 and "pair='cats-dogs'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

@@ -13,7 +13,8 @@ from the same initialisation, across widths, in NTK parametrization and muP:
 * how far its hidden activations moved from initialisation; the largest
   principal angle between the top-k PCA subspaces before and after; the share
   of the activation change inside the span of the top-k output-gradient
-  directions df/dh (the combinations the discussion expects to move);
+  directions df/dh (the combinations the discussion expects to move); the share
+  of the moved representation's variance along the top-k directions of its change;
 * the same measures for the trained network.
 
 Each (parametrization, width) cell is stored when done; a rerun skips it.
@@ -170,7 +171,8 @@ def solution_cell(task_name: str, task: Dataset, parametrization: str, width: in
                     "act_change": float(fm.relative_change(h0[k:k + 1], h1[k:k + 1])[0]),
                     "max_angle": float(fm.principal_angles(h0[k:k + 1], h1[k:k + 1], s.top_k)[0, 0]),
                     "grad_fraction": float(fm.gradient_fraction((h1 - h0)[k:k + 1], grads[0][k:k + 1],
-                                                                s.top_k)[0])})
+                                                                s.top_k)[0]),
+                    "moved_variance": float(fm.moved_variance(h0[k:k + 1], h1[k:k + 1], s.top_k)[0])})
     return pd.DataFrame(rows)
 
 

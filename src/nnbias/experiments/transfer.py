@@ -10,7 +10,8 @@ initialisations, each also trained on B from scratch so that its transfer gain
 * ``tangent-init``: the linearised network around its initialisation, with the
   initial function subtracted, pretrained on A in the tangent space and then
   trained on B in the same tangent space: its kernel never changes, so A can only
-  move its starting point;
+  move its starting point; ``tangent-init-f0`` the same with its random initial
+  function f0 kept (where the sign-flip identity no longer holds exactly);
 * ``tangent-pretrained``: the linearisation around the pretrained NTK-
   parametrized network (Maddox et al. 2021), against the linearisation around
   the initialisation from scratch;
@@ -54,7 +55,7 @@ from nnbias.store import Store
 from nnbias.tasks.datasets import Dataset
 from nnbias.tasks.pairs import PAIRS, TaskPair, normalised_mse, task_pair
 
-LEARNERS = ("ntk-net", "mup-net", "tangent-init", "tangent-pretrained", "readout")
+LEARNERS = ("ntk-net", "mup-net", "tangent-init", "tangent-init-f0", "tangent-pretrained", "readout")
 KERNELS = ("NNGP", "NTK")
 IDENTITY_TOLERANCE = 1e-8  # the sign-flip identity is exact up to float64 rounding
 UNRELATED_MARGIN = 0.05  # a gain within +- this (normalised MSE) is "indistinguishable from 0"
@@ -123,6 +124,7 @@ class Pretrained:
     ntk_params: list[torch.Tensor]  # full NTK-parametrized networks trained on A
     mup_params: list[torch.Tensor]
     tangent_params: list[torch.Tensor]  # centred tangent model trained on A
+    tangent_f0_params: list[torch.Tensor]  # the tangent model with f0 kept, trained on A
 
 
 def _mup_train(nets: Ensemble, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -140,7 +142,8 @@ def pretrain(a: Dataset, s: TransferSettings) -> Pretrained:
     y, p0 = a.y_train.double(), ntk.functional()[1]
     return Pretrained(ntk, mup, lr, train_gd(ntk, a.x_train, y, lr, s.steps, origin=p0).params,
                       _mup_train(mup, mup.functional()[1], a.x_train, y, s),
-                      linearised_gd(ntk, a.x_train, y, lr, s.steps, origin=p0).params)
+                      linearised_gd(ntk, a.x_train, y, lr, s.steps, origin=p0).params,
+                      linearised_gd(ntk, a.x_train, y, lr, s.steps).params)
 
 
 def _readout_only(nets: Ensemble) -> list[bool]:
@@ -153,9 +156,9 @@ def _readout_only(nets: Ensemble) -> list[bool]:
 def adapt(pre: Pretrained, b: Dataset, s: TransferSettings) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per learner, (K, N_test) test predictions on B from scratch and after pretraining on A.
 
-    Every model is centred at the initialisation p0 (its initial function subtracted), so that no
-    learner's error carries the random initial function, which pretraining would otherwise seem to
-    "transfer" away."""
+    Every model but ``tangent-init-f0`` is centred at the initialisation p0 (its initial function
+    subtracted), so that no learner's error carries the random initial function, which pretraining
+    would otherwise seem to "transfer" away."""
     x, y, xt, lr, steps = b.x_train, b.y_train.double(), b.x_test, pre.lr, s.steps
     mup_fn, mup0 = pre.mup.functional()
     p0 = pre.ntk.functional()[1]
@@ -175,6 +178,8 @@ def adapt(pre: Pretrained, b: Dataset, s: TransferSettings) -> dict[str, tuple[t
                     train_gd(pretrained, x, y, lr, steps, origin=p0).predict(xt)),
         "mup-net": (mup(mup0), mup(pre.mup_params)),
         "tangent-init": (tangent(None), tangent(pre.tangent_params)),
+        "tangent-init-f0": (linearised_gd(pre.ntk, x, y, lr, steps).predict(xt),
+                            linearised_gd(pre.ntk, x, y, lr, steps, start=pre.tangent_f0_params).predict(xt)),
         "tangent-pretrained": (tangent(None),
                                linearised_gd(pretrained, x, y, lr, steps, origin=p0).predict(xt)),
         "readout": (train_gd(pre.ntk, x, y, lr, steps, trainable=mask, origin=p0).predict(xt),
@@ -293,6 +298,7 @@ def _sign_flip_claims(cells: pd.DataFrame, same: str, flip: str, n: int) -> list
     residual = rows.sort_values("seed")["residual_sq"].to_numpy()
     deviation = float(np.abs(tangent[same] + tangent[flip] + 2 * residual).max())
     ci = {p: v.mean_interval(g) for p, g in tangent.items()}
+    with_f0 = {p: v.mean_interval(_gains(cells, p, "tangent-init-f0", n)) for p in (same, flip)}
     mup = {p: v.mean_interval(_gains(cells, p, "mup-net", n)) for p in (same, flip)}
     return [
         v.claim_row(f"B4: tangent model (centred), MSE: gain(B = A) + gain(B = -A) = -2 E[r^2] / Var(y) "
@@ -304,6 +310,11 @@ def _sign_flip_claims(cells: pd.DataFrame, same: str, flip: str, n: int) -> list
                     f"B = -A (n_B = {n})",
                     f"gain on {same} {ci[same]}, on {flip} {ci[flip]} (normalised MSE)",
                     v.all_of([v.at_least(ci[same], 0.0, DECIDE), v.at_most(ci[flip], 0.0, DECIDE)],
+                             "B = A (gain > 0) and B = -A (gain <= 0)")),
+        v.claim_row(f"B4: with its random initial function f0 kept (no identity then), the tangent model's "
+                    f"transfer still flips sign: helps on B = A, hurts on B = -A (n_B = {n})",
+                    f"gain on {same} {with_f0[same]}, on {flip} {with_f0[flip]} (normalised MSE)",
+                    v.all_of([v.at_least(with_f0[same], 0.0, DECIDE), v.at_most(with_f0[flip], 0.0, DECIDE)],
                              "B = A (gain > 0) and B = -A (gain <= 0)")),
         v.claim_row(f"B4: the muP network's transfer has the same sign on B = A and B = -A (both help; "
                     f"n_B = {n})",

@@ -13,7 +13,10 @@ network, so a width sweep measures K seeds at once.
 * ``linear_cka``: centred kernel alignment of two representations (Kornblith et al. 2019);
 * ``principal_angles``: between the top-k principal subspaces of a layer before and after;
 * ``gradient_fraction``: share of the activation change that lies in the span of the
-  top-k output-gradient directions df/dh at initialisation (``output_gradients``).
+  top-k output-gradient directions df/dh at initialisation (``output_gradients``);
+* ``moved_variance``: share of the trained representation's variance that lies in the
+  top-k principal directions of its change (how much of what the layer now represents
+  is what moved).
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ def gradient_fraction(delta: torch.Tensor, grads: torch.Tensor, k: int = 5) -> t
         basis = _top_directions(g.T, k)  # (width, k)
         inside = basis.T @ d  # (k, N)
         out.append((inside.norm() ** 2) / (d.norm() ** 2))
+    return torch.stack(out)
+
+
+def moved_variance(h0: torch.Tensor, h1: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """(K,) share of the variance of h1 (over inputs) inside the span of the top-k principal
+    directions of the change h1 - h0; both (K, width, N)."""
+    out = []
+    for a, d in zip(_centred(h1), _centred(h1 - h0), strict=True):  # (N, width) each
+        basis = _top_directions(d, k)
+        out.append((a @ basis).norm() ** 2 / a.norm() ** 2)
     return torch.stack(out)
 
 
