@@ -210,13 +210,14 @@ def transfer_cell(pair: TaskPair, n: int, pre: Pretrained, s: TransferSettings) 
 
 def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) every (pair, n_B) cell; return tables, figures and claims."""
+    pairs = {name: task_pair(name, s.seed, max(s.sizes)) for name in s.pairs}  # bad sizes fail here
     run_id = store.start_run("transfer", s.to_dict(), s.seed)
     done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
     todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
     pretrained: dict[str, Pretrained] = {}  # by A's name: pairs that share A share its pretraining
     with progress("transfer cells", len(todo), quiet) as advance:
         for name in dict.fromkeys(name for name, _ in todo):
-            pair = task_pair(name, s.seed, max(s.sizes))
+            pair = pairs[name]
             if pair.a.name not in pretrained:
                 pretrained[pair.a.name] = pretrain(pair.a, s)
             for n in (n for p, n in todo if p == name):
