@@ -47,6 +47,7 @@ from nnbias.report import figures
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 from nnbias.tasks.datasets import Dataset, digits, teacher_task
+from nnbias.tasks.pairs import normalised_mse
 
 TASKS = {
     "single-index": lambda seed: teacher_task("single-index", d=16, train=200, test=500, link="he2",
@@ -149,30 +150,27 @@ def solution_cell(task_name: str, task: Dataset, parametrization: str, width: in
         f0, lin_test, lin_train = fn(p0, x), lin(p_star, x), lin(p_star, task.x_train)
         before: list[torch.Tensor] = []
         nets.forward(x, hidden=before)
+        lin_errors = {"test_error_linear": task.test_error(lin_test),
+                      "train_error_linear": normalised_mse(lin_train, y)}
         rows = []
         for solution, params in ((SOLUTION, p_star), (TRAINED, p_trained)):
             after: list[torch.Tensor] = []
             moved = nets.from_params(params)
             out, out_train = moved.forward(x, hidden=after), moved.forward(task.x_train)
             h0, h1 = before[0], after[0]
-            gap = (out - lin_test).norm(dim=1) / (lin_test - f0).norm(dim=1)
-            errors = task.test_error(out)
-            train_error = ((out_train - y) ** 2).mean(1) / y.var(correction=0)
+            linear = {**lin_errors, "output_gap": (out - lin_test).norm(dim=1) / (lin_test - f0).norm(dim=1)}
+            measures = {"test_error": task.test_error(out), "train_error": normalised_mse(out_train, y),
+                        "act_change": fm.relative_change(h0, h1),
+                        "max_angle": fm.principal_angles(h0, h1, s.top_k)[:, 0],
+                        "grad_fraction": fm.gradient_fraction(h1 - h0, grads[0], s.top_k),
+                        "moved_variance": fm.moved_variance(h0, h1, s.top_k)}
             for k in range(s.networks):
-                at_star = solution == SOLUTION  # the linear model's numbers belong to p*
-                rows.append({
-                    "task": task_name, "parametrization": parametrization, "width": width,
-                    "solution": solution, "seed": k, "test_error": float(errors[k]),
-                    "train_error": float(train_error[k]),
-                    "test_error_linear": float(task.test_error(lin_test)[k]) if at_star else math.nan,
-                    "train_error_linear": float(((lin_train[k] - y) ** 2).mean() / y.var(correction=0))
-                    if at_star else math.nan,
-                    "output_gap": float(gap[k]) if at_star else math.nan,
-                    "act_change": float(fm.relative_change(h0[k:k + 1], h1[k:k + 1])[0]),
-                    "max_angle": float(fm.principal_angles(h0[k:k + 1], h1[k:k + 1], s.top_k)[0, 0]),
-                    "grad_fraction": float(fm.gradient_fraction((h1 - h0)[k:k + 1], grads[0][k:k + 1],
-                                                                s.top_k)[0]),
-                    "moved_variance": float(fm.moved_variance(h0[k:k + 1], h1[k:k + 1], s.top_k)[0])})
+                rows.append({"task": task_name, "parametrization": parametrization, "width": width,
+                             "solution": solution, "seed": k,
+                             **{m: float(v[k]) for m, v in measures.items()},
+                             # the linear model's numbers belong to p*
+                             **{m: float(v[k]) if solution == SOLUTION else math.nan
+                                for m, v in linear.items()}})
     return pd.DataFrame(rows)
 
 
