@@ -4,12 +4,16 @@ import shutil
 import pytest
 
 from nnbias.estimators.verdicts import VERDICTS
+from nnbias.experiments.bound import BoundSettings
 from nnbias.experiments.features import FeaturesSettings
 from nnbias.experiments.gap import GapSettings
+from nnbias.experiments.gibbs import GibbsSettings
 from nnbias.experiments.inside import InsideSettings
 from nnbias.experiments.kernels import KernelsSettings
 from nnbias.experiments.pfmap import PfmapSettings
+from nnbias.experiments.posterior import PosteriorSettings
 from nnbias.experiments.reproduce import reproduce
+from nnbias.experiments.routes import RoutesSettings
 from nnbias.experiments.sampling import SamplingConfig
 from nnbias.experiments.sgd_bayes import SgdBayesSettings
 from nnbias.experiments.transfer import TransferSettings
@@ -37,8 +41,14 @@ def reproduced(tmp_path_factory):
         moved = TransferSettings(pairs=("single-index-same", "single-index-flip"), sizes=(8, 16),
                                  claim_size=8, width=16, networks=2, steps=20)
         solved = InsideSettings(widths=(16, 32), networks=2, steps=20)
+        post = PosteriorSettings(widths=(8, 16, 32), samples=40, prior_samples=80, permutations=20)
+        gibbs = GibbsSettings(draws=20_000, chains=300, steps=30, step_sizes=(0.1, 1.0), sgd_lrs=(0.1,),
+                              sgd_batches=(6,), sgd_epochs=30, temperatures=(0.1, 1.0))
+        bounds = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 1.0), networks=2, max_epochs=100)
         result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
-                           features=feat, gap=gap, transfer=moved, inside=solved)
+                           features=feat, gap=gap, transfer=moved, inside=solved, posterior=post,
+                           gibbs=gibbs, bound=bounds,
+                           routes=RoutesSettings(widths=(2, 8), samples=200, readouts=32, max_epochs=50))
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
         stored = st.claims(result["run_id"])
     return result, tables, stored, tmp_path / "out"
@@ -47,11 +57,12 @@ def reproduced(tmp_path_factory):
 def test_reproduce_writes_a_self_contained_report(reproduced):
     result, tables, stored, out = reproduced
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 17
+    assert html.count("data:image/png;base64,") == 21
     assert "<th>verdict</th>" in html and "<th>rule</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
             "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells",
             "gap_kernels", "gap_cells", "gap_lr", "gap_curves", "transfer_cells", "inside_cells",
+            "posterior_cells", "gibbs_references", "gibbs_cells", "routes_cells", "bound_cells",
             "claims"} <= tables
     assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     assert stored == result["claims"]  # what `nnbias claims` prints is what the run judged
@@ -92,7 +103,7 @@ def test_report_renders_in_a_real_browser(reproduced):
         assert browser.save_screenshot(str(out / "report.png"))
     finally:
         browser.quit()
-    assert len(widths) == 17 and all(w > 0 for w in widths), widths
+    assert len(widths) == 21 and all(w > 0 for w in widths), widths
     assert errors == []
     assert len(verdicts) == len(reproduced[0]["claims"])  # every row's verdict cell is styled by its word
     assert (out / "report.png").stat().st_size > 20_000

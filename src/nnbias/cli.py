@@ -51,6 +51,16 @@ def parse_counts(name: str, text: str | None) -> tuple[int, ...] | None:
     return None if text is None else tuple(parse_count(name, n) for n in text.split(","))
 
 
+def parse_floats(name: str, text: str | None) -> tuple[float, ...] | None:
+    """Comma-separated numbers, or None when the option was not given."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise NNBiasError(f"{name}={text!r} is not allowed; expected comma-separated numbers") from None
+
+
 def parse_widths(text: str, name: str = "hidden") -> tuple[int, ...]:
     """'40,40' -> (40, 40); '' or 'none' -> () (a perceptron); errors name the option ``name``."""
     if text.strip().lower() in ("", "none"):
@@ -591,6 +601,111 @@ def inside(
     with Store(store) as st:
         result = run_inside(st, settings, out, quiet)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
+
+
+@app.command()
+def posterior(
+    task: str = typer.Option("bool7-0011-s8", help="bool7-0011-s8 or bool7-0011-s10 (|S| = 8 or 10)."),
+    widths: str = typer.Option(None, help="Widths of both hidden layers [small: 8..256; paper: 8..1024]."),
+    methods: str = typer.Option(None, help="Comma-separated: rejection, langevin, sgd-ntk, sgd-mup "
+                                           "[small: all but langevin; paper: all]."),
+    samples: int = typer.Option(None, help="Posterior networks per cell [small: 400, paper: 2000]."),
+    temperature: float = typer.Option(None, help="Langevin's temperature T in exp(-L/T) [0.01]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/posterior"), help="Folder for figures.",
+                             callback=writable_dir),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Do the hidden layers of a Bayesian network leave their prior? Exact posteriors across widths."""
+    from nnbias.experiments.posterior import run_posterior, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
+                            methods=parse_names(methods), samples=samples, temperature=temperature,
+                            seed=check_seed(seed))
+    if temperature is not None and "langevin" not in settings.methods:
+        raise NNBiasError(f"temperature={temperature:g} applies to the langevin method only; "
+                          f"methods are {','.join(settings.methods)}")
+    with Store(store) as st:
+        result = run_posterior(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
+
+
+@app.command()
+def gibbs(
+    temperature: float = typer.Option(None, help="T of the Langevin comparison [0.2]."),
+    step_sizes: str = typer.Option(None, help="Langevin step sizes [small: 0.01,0.1,0.3,1]."),
+    chains: int = typer.Option(None, help="Langevin chains and SGD runs per setting [small: 10000]."),
+    draws: str = typer.Option(None, help="Prior draws of the exact reference [small: 1e6, paper: 1e7]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/gibbs"), help="Folder for figures.", callback=writable_dir),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Langevin against the exact Gibbs posterior; SGD settings against tempered posteriors."""
+    from nnbias.experiments.gibbs import run_gibbs, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
+                            chains=chains, draws=parse_count("draws", draws) if draws else None,
+                            seed=check_seed(seed))
+    with Store(store) as st:
+        result = run_gibbs(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "langevin", "figures", "claims"), result["langevin"], as_json)
+
+
+@app.command()
+def bound(
+    tasks: str = typer.Option(None, help="Comma-separated: bool7-0011, digits-3-5, mnist1d-0-1 "
+                                         "[small: the first two; paper: all]."),
+    corruptions: str = typer.Option(None, help="Label-corruption fractions [0,0.25,0.5,1]."),
+    networks: int = typer.Option(None, help="SGD-trained networks per setting [small: 8, paper: 32]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/bound"), help="Folder for figures.", callback=writable_dir),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """The PAC-Bayes marginal-likelihood bound (EP on the NNGP) against SGD's measured test error."""
+    from nnbias.experiments.bound import run_bound, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, tasks=parse_names(tasks),
+                            corruptions=parse_floats("corruptions", corruptions),
+                            networks=networks, seed=check_seed(seed))
+    with Store(store) as st:
+        result = run_bound(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "cells", "figures", "claims"), result["cells"], as_json)
+
+
+@app.command()
+def routes(
+    widths: str = typer.Option(None, help="Hidden widths [small: 2,4,8,32,128; paper: 1..1024]."),
+    samples: int = typer.Option(None, help="Networks per route and width [small: 4000, paper: 40000]."),
+    readouts: int = typer.Option(None, help="Prior readouts tried per random hidden layer [small: 256]."),
+    scale: str = typer.Option("small", help="small or paper."),
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/routes"), help="Folder for figures.",
+                             callback=writable_dir),
+    as_json: bool = JSON,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Three routes to fitting S: last-layer vs all-layer sampling, and SGD, across widths."""
+    from nnbias.experiments.routes import run_routes, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, widths=parse_widths(widths, "widths") if widths else None,
+                            samples=samples, readouts=readouts, seed=check_seed(seed))
+    with Store(store) as st:
+        result = run_routes(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "pairs", "figures", "claims"), result["pairs"], as_json)
 
 
 @bench_app.command("train")

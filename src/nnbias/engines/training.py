@@ -114,7 +114,7 @@ def centre(fn: Callable, origin: list[torch.Tensor] | None) -> Callable:
     return fn_centred
 
 
-def _per_network_loss(out: torch.Tensor, y: torch.Tensor, loss: str, classification: bool) -> torch.Tensor:
+def per_network_loss(out: torch.Tensor, y: torch.Tensor, loss: str, classification: bool) -> torch.Tensor:
     """(K,) mean loss over each network's batch; out and y are (K, B)."""
     if loss == "ce":
         return torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none").mean(1)
@@ -161,7 +161,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     def evaluate():
         with torch.no_grad():
             out = fn(params, x)
-            loss = _per_network_loss(out, y.expand_as(out), config.loss, classification)
+            loss = per_network_loss(out, y.expand_as(out), config.loss, classification)
             acc = ((out > 0).to(dtype) == y).to(dtype).mean(1) if classification else \
                 torch.full((k,), math.nan, dtype=dtype)
         return loss, acc
@@ -182,13 +182,14 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     for _epoch in range(config.max_epochs):
         if not active.any():
             break
-        order = torch.argsort(torch.rand(k, n, generator=generator), dim=1)
+        # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
+        order = torch.argsort(torch.rand(k, n, generator=generator), dim=1) if batch < n else None
         for start in range(0, n - batch + 1, batch):
-            idx = order[:, start:start + batch]  # each network's own minibatch
+            idx = order[:, start:start + batch] if batch < n else None  # each network's own minibatch
             xb = x[idx] if batch < n else x
             yb = torch.gather(y.expand(k, n), 1, idx) if batch < n else y.expand(k, n)
             out = fn(params, xb)
-            batch_loss = _per_network_loss(out, yb, config.loss, classification)
+            batch_loss = per_network_loss(out, yb, config.loss, classification)
             bad = ~torch.isfinite(batch_loss)
             diverged |= bad & active
             active &= ~bad
@@ -199,6 +200,8 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             with torch.no_grad():
                 _update(params, grads, state, second, active, trainable, config, step, generator)
         epochs += active.long()
+        if config.stop == "none" and _epoch < config.max_epochs - 1:
+            continue  # nothing to stop on: the full-set loss is needed once, at the end
         loss, acc = evaluate()
         bad = ~torch.isfinite(loss)
         diverged |= bad & active

@@ -141,6 +141,17 @@ def mean_interval(values: Sequence[float]) -> Interval:
                                                             len(x)))
 
 
+def difference_interval(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float,
+                        n_b: int) -> Interval:
+    """mean_a - mean_b with its Welch 95 % interval, from each sample's mean, sd and size."""
+    if min(n_a, n_b) < 2:
+        return Interval(mean_a - mean_b, -math.inf, math.inf)
+    va, vb = sd_a**2 / n_a, sd_b**2 / n_b
+    se = math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se > 0 else n_a + n_b - 2
+    return Interval.around(mean_a - mean_b, float(stats.t.ppf(0.5 + LEVEL / 2, dof)) * se)
+
+
 def correlation_interval(r: float, n: int, rank: bool = False) -> Interval:
     """Fisher-z 95 % interval of a Pearson (or, ``rank``, Spearman: se 1.03/sqrt(n-3), Fieller et al.
     1957) correlation coefficient from n pairs."""

@@ -6,17 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from nnbias.errors import check_choice
+from nnbias.experiments import bound as bound_exp
 from nnbias.experiments import features as features_exp
 from nnbias.experiments import gap as gap_exp
+from nnbias.experiments import gibbs as gibbs_exp
 from nnbias.experiments import inside as inside_exp
 from nnbias.experiments import kernels as kernels_exp
+from nnbias.experiments import posterior as posterior_exp
+from nnbias.experiments import routes as routes_exp
 from nnbias.experiments import sgd_bayes as sgd_bayes_exp
 from nnbias.experiments import transfer as transfer_exp
+from nnbias.experiments.bound import BoundSettings, run_bound
 from nnbias.experiments.features import FeaturesSettings, run_features
 from nnbias.experiments.gap import GapSettings, run_gap
+from nnbias.experiments.gibbs import GibbsSettings, run_gibbs
 from nnbias.experiments.inside import InsideSettings, run_inside
 from nnbias.experiments.kernels import KernelsSettings, run_kernels
 from nnbias.experiments.pfmap import PfmapSettings, default_settings, run_pfmap
+from nnbias.experiments.posterior import PosteriorSettings, run_posterior
+from nnbias.experiments.routes import RoutesSettings, run_routes
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
 from nnbias.experiments.transfer import TransferSettings, run_transfer
 from nnbias.report.html import Section, write_report
@@ -40,7 +48,11 @@ def scale_settings(scale: str, seed: int = 0, samples: int | None = None, **samp
             "features": features_exp.settings_for(scale, seed=seed),
             "gap": gap_exp.settings_for(scale, seed=seed),
             "transfer": transfer_exp.settings_for(scale, seed=seed),
-            "inside": inside_exp.settings_for(scale, seed=seed)}
+            "inside": inside_exp.settings_for(scale, seed=seed),
+            "posterior": posterior_exp.settings_for(scale, seed=seed),
+            "gibbs": gibbs_exp.settings_for(scale, seed=seed),
+            "routes": routes_exp.settings_for(scale, seed=seed),
+            "bound": bound_exp.settings_for(scale, seed=seed)}
 
 
 def pfmap_section(result: dict[str, Any]) -> Section:
@@ -137,11 +149,66 @@ def inside_section(result: dict[str, Any]) -> Section:
                     ("Per cell (mean over seeds)", cells)], list(result["figures"].values()))
 
 
+def posterior_section(result: dict[str, Any]) -> Section:
+    text = ("Posterior samples of a 7-bit Boolean task's networks (two hidden layers, NTK parametrization) "
+            "conditioned on fitting S: exact by rejection from the prior, beside networks trained to fit S "
+            "by gradient descent (NTK parametrization and muP). Per layer: the centred alignment (linear "
+            "CKA) of its representation of all inputs with the target, posterior against prior (gain, Welch "
+            "95 % interval), and an energy test of one neuron's incoming weights against the prior's. "
+            "Exponents: gain = a width^b fitted to the raw gains with their errors. Run "
+            + result["run_id"] + ".")
+    cells = result["cells"][["width", "method", "layer", "networks", "acceptance", "align", "prior_align",
+                             "gain", "gain_lo", "gain_hi", "energy", "energy_p"]]
+    return Section("Does Bayesian sampling move hidden layers?", text,
+                   [("Width exponents of the alignment gain", result["exponents"]),
+                    ("Per cell", cells)], list(result["figures"].values()))
+
+
+def gibbs_section(result: dict[str, Any]) -> Section:
+    text = ("A 5-bit task small enough to know the Gibbs posterior exp(-L/T) prior over the functions on "
+            "E exactly (10^6 prior draws reweighted; effective sample sizes below). Langevin chains at the "
+            "same T across step sizes against it (TV with its 95 % upper bound, chi-square test); SGD "
+            "trained to fit S at several learning rates and batch sizes against the tempered posteriors "
+            "(T = 0: the rejection posterior P_B). Run " + result["run_id"] + ".")
+    best = result["tempering"].loc[result["tempering"].groupby(["lr", "batch"])["tv"].idxmin()]
+    return Section("Langevin against Boltzmann; optimizers against tempered posteriors", text,
+                   [("Langevin against the exact Gibbs posterior", result["langevin"]),
+                    ("Closest tempered posterior per SGD setting", best),
+                    ("Reference effective sample sizes", result["references"][["temperature", "ess"]])],
+                   list(result["figures"].values()))
+
+
+def routes_section(result: dict[str, Any]) -> Section:
+    text = ("Three routes to fitting S with one hidden ReLU layer of growing width: (A) random frozen hidden "
+            "layers with the readout sampled from the prior until it fits (one sample per expressive hidden "
+            "layer) or trained by SGD; (B) all layers sampled until the network fits (P_B); (C) the whole "
+            "network trained by SGD. TV between the routes' distributions over the functions on E, with "
+            "permutation p-values and bootstrap 95 % upper bounds; log-frequency correlations with Fisher-z "
+            "intervals. Run " + result["run_id"] + ".")
+    spread = result["cells"][result["cells"]["route"] == "last-sample"][["width", "tried", "fitted",
+                                                                           "acceptance_cv"]]
+    return Section("Three routes to fitting S", text,
+                   [("Routes compared pairwise", result["pairs"]),
+                    ("Expressive random features and the spread of P(S | features)", spread)],
+                   list(result["figures"].values()))
+
+
+def bound_section(result: dict[str, Any]) -> Section:
+    text = ("The PAC-Bayes marginal-likelihood bound 1 - exp(-(ln 1/P(S) + 2 ln m + 1 - ln delta)/m), "
+            "delta = 0.05, with P(S) from EP on the NNGP, against the test error (on clean test labels) of "
+            "networks trained by Adam to 100 % training accuracy, across training-set sizes and label "
+            "corruption. Run " + result["run_id"] + ".")
+    return Section("PAC-Bayes bound against measured error", text, [("Per setting", result["cells"])],
+                   list(result["figures"].values()))
+
+
 def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, quiet: bool = False,
               kernels: KernelsSettings | None = None, sgd_bayes: SgdBayesSettings | None = None,
               features: FeaturesSettings | None = None, gap: GapSettings | None = None,
               transfer: TransferSettings | None = None,
-              inside: InsideSettings | None = None) -> dict[str, Any]:
+              inside: InsideSettings | None = None, posterior: PosteriorSettings | None = None,
+              gibbs: GibbsSettings | None = None, routes: RoutesSettings | None = None,
+              bound: BoundSettings | None = None) -> dict[str, Any]:
     """Run the experiments (resuming finished work) and write ``out/report.html``.
 
     The P_B-by-rejection runs of the 7-input tasks reuse the main P(f) run when
@@ -157,19 +224,29 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     moved = run_transfer(store, transfer or TransferSettings(seed=settings.sampling.seed), out / "transfer",
                          quiet)
     solved = run_inside(store, inside or InsideSettings(seed=settings.sampling.seed), out / "inside", quiet)
+    seed = settings.sampling.seed
+    post = run_posterior(store, posterior or PosteriorSettings(seed=seed), out / "posterior", quiet)
+    gibbs_result = run_gibbs(store, gibbs or GibbsSettings(seed=seed), out / "gibbs", quiet)
+    paths = run_routes(store, routes or RoutesSettings(seed=seed), out / "routes", quiet)
+    bounds = run_bound(store, bound or BoundSettings(seed=seed), out / "bound", quiet)
     claims = (pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
-              + moved["claims"] + solved["claims"])
+              + moved["claims"] + solved["claims"] + post["claims"] + gibbs_result["claims"]
+              + paths["claims"] + bounds["claims"])
     # the reproduce run is named by the runs it gathers; its claim table is what `nnbias claims` prints
     run_id = store.start_run("reproduce", {name: r["run_id"] for name, r in
                                            (("pfmap", pfmap), ("kernels", kern), ("sgd_bayes", sgd),
                                             ("features", feat), ("gap", gaps), ("transfer", moved),
-                                            ("inside", solved))},
+                                            ("inside", solved), ("posterior", post),
+                                            ("gibbs", gibbs_result), ("routes", paths),
+                                            ("bound", bounds))},
                              settings.sampling.seed)
     store.save_claims(run_id, claims)
     store.finish_run(run_id)
     report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
                           [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
                            features_section(feat), gap_section(gaps), transfer_section(moved),
-                           inside_section(solved)], store.path)
+                           inside_section(solved), posterior_section(post), gibbs_section(gibbs_result),
+                           routes_section(paths), bound_section(bounds)], store.path)
     return {"run_id": run_id, "report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern,
-            "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved, "inside": solved}
+            "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved, "inside": solved,
+            "posterior": post, "gibbs": gibbs_result, "routes": paths, "bound": bounds}

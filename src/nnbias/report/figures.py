@@ -319,3 +319,77 @@ def kernel_solution(cells, path: Path) -> Path:
                 title="Network at p* vs linear model")
     axes[1].set(ylabel="||h - h_0|| / ||h_0||, hidden layer", title="Feature movement")
     return _save(fig, path)
+
+
+def posterior_layers(gains, path: Path) -> Path:
+    """Alignment gain of each layer over its prior against width, per posterior or training method."""
+    layers = list(dict.fromkeys(gains["layer"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.6), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        for method, g in gains[gains["layer"] == layer].groupby("method", sort=False):
+            g = g.sort_values("width")
+            err = np.vstack([g["gain"] - g["gain_lo"], g["gain_hi"] - g["gain"]])
+            ax.errorbar(g["width"], g["gain"], yerr=np.nan_to_num(err), fmt="o-", ms=3, capsize=2,
+                        label=method)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xscale="log", yscale="symlog", xlabel="width", title=layer)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0][0].set_ylabel("alignment gain over the prior")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def langevin_boltzmann(langevin, tempering, path: Path) -> Path:
+    """Left: Langevin's TV to the exact Gibbs posterior against its step size. Right: each SGD setting's
+    TV to the tempered posteriors against their temperature (P_B drawn at the left edge)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax = axes[0]
+    above = langevin["tv_upper"] - langevin["tv"]
+    ax.errorbar(langevin["lr"], langevin["tv"], yerr=[np.zeros(len(langevin)), above],
+                fmt="o-", ms=4, capsize=3, label="TV (bar: 95 % upper bound)")
+    ax.set(xscale="log", xlabel="Langevin step size", ylabel="TV to the exact Gibbs posterior",
+           title="Langevin against Boltzmann")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    tempered = tempering[tempering["temperature"] > 0]
+    lowest = tempered["temperature"].min() if len(tempered) else 1.0
+    for (lr, batch), g in tempering.groupby(["lr", "batch"], sort=False):
+        g = g.sort_values("temperature")
+        t = np.where(g["temperature"] > 0, g["temperature"], lowest / 3)
+        ax.plot(t, g["tv"], "o-", ms=3, label=f"SGD lr={lr:g} b={batch}")
+    ax.axvline(lowest / 3, color="grey", lw=0.8, ls=":")
+    ax.set(xscale="log", xlabel="temperature T (dotted: P_B)", ylabel="TV of P_SGD(f|S) to the posterior",
+           title="Optimizers against tempered posteriors")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def pac_bayes_bound(cells, path: Path) -> Path:
+    """The PAC-Bayes bound against the SGD networks' test error, one point per (task, m, corruption);
+    the bound holds above the diagonal."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    markers = dict(zip(sorted(cells["corruption"].unique()), "osD^v<>", strict=False))
+    for i, (task, g) in enumerate(cells.groupby("task", sort=False)):
+        for c, h in g.groupby("corruption"):
+            ax.errorbar(h["error"], h["bound"], xerr=h["error_sd"].fillna(0), fmt=markers[c], color=f"C{i}",
+                        ms=4 + h["m"].rank().to_numpy()[0], capsize=2,
+                        label=f"{task}, corruption {c:g}")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlim=(0, 0.6), ylim=(0, 1.02), xlabel="SGD test error (mean over networks)",
+           ylabel="PAC-Bayes bound (EP on the NNGP)", title="Marginal-likelihood bound vs error")
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def three_routes(pairs, path: Path) -> Path:
+    """Total variation between routes to fitting S (last-layer / all-layer, sampled / trained) against
+    the hidden layer's width, with bootstrap 95 % upper bounds."""
+    fig, ax = plt.subplots(figsize=(5.8, 4))
+    for pair, g in pairs.groupby("pair", sort=False):
+        g = g.sort_values("width")
+        ax.errorbar(g["width"], g["tv"], yerr=[np.zeros(len(g)), g["tv_upper"] - g["tv"]], fmt="o-", ms=4,
+                    capsize=3, label=pair)
+    ax.set(xscale="log", xlabel="hidden width", ylabel="TV between the routes' P(f|S) on E",
+           title="Three routes to fitting S")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

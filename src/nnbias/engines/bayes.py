@@ -1,0 +1,131 @@
+"""Samples from the posterior over a network's parameters, K networks at once.
+
+Two samplers of one spec's posterior given a training set S:
+
+* ``rejection_posterior``: the prior conditioned on fitting S exactly (P_B of
+  Valle-Pérez et al. and Mingard et al.): K prior draws evaluated in one batched
+  pass, those whose signs agree with S kept. Exact, and affordable while the
+  acceptance rate P(S) is not tiny (Boolean tasks with |S| of order 10).
+* ``langevin_posterior``: the Gibbs posterior exp(-L/T) prior with L the mean
+  loss over S, by unadjusted Langevin dynamics started at prior draws (the
+  engine's ``langevin`` optimizer). With the NTK parametrization the trained
+  parameters are the unit Gaussian draws themselves, so a weight decay of T
+  makes the engine's stationary density exp(-(L + T |p|^2 / 2) / T) exactly
+  exp(-L/T) N(0, I); other parametrizations or priors would need per-tensor
+  decays and are refused.
+
+``gibbs_weights`` gives the same Gibbs posterior by reweighting prior draws
+(self-normalised importance sampling), the exact reference Langevin's
+discretisation bias is measured against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nnbias.engines.ensemble import Ensemble, sample_ensemble
+from nnbias.engines.sampler import chunk_seed
+from nnbias.engines.training import TrainConfig, per_network_loss, train
+from nnbias.errors import check_int, check_positive, check_seed, require
+from nnbias.spec import NetworkSpec
+
+
+def select(nets: Ensemble, keep: torch.Tensor) -> Ensemble:
+    """The networks of ``nets`` where ``keep`` (a (K,) bool mask or index tensor) says."""
+    return Ensemble(nets.spec, [w[keep] for w in nets.weights],
+                    [None if b is None else b[keep] for b in nets.biases], nets.scales, nets.bias_scales)
+
+
+def concatenate(parts: list[Ensemble]) -> Ensemble:
+    """One ensemble holding the networks of ``parts`` (same spec) in order."""
+    first = parts[0]
+    return Ensemble(first.spec, [torch.cat(ws) for ws in zip(*(p.weights for p in parts), strict=True)],
+                    [None if bs[0] is None else torch.cat(bs)
+                     for bs in zip(*(p.biases for p in parts), strict=True)],
+                    first.scales, first.bias_scales)
+
+
+def fits(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: the networks whose outputs have the signs of the 0/1 labels y on x."""
+    with torch.no_grad():
+        return ((nets.forward(x) > 0) == (y.reshape(-1) > 0.5)).all(1)
+
+
+@dataclass
+class RejectionSample:
+    """Accepted networks (the first ``wanted`` in draw order) and how many prior draws it took."""
+
+    nets: Ensemble
+    draws: int
+
+    @property
+    def acceptance(self) -> float:
+        return self.nets.size / self.draws
+
+
+def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wanted: int, seed: int,
+                        max_draws: int, chunk: int = 4096, dtype: torch.dtype = torch.float32
+                        ) -> RejectionSample:
+    """Prior draws conditioned on fitting (x, y): chunks of ``chunk`` networks, chunk c drawn from the
+    generator seeded by (seed, c), until ``wanted`` fit or ``max_draws`` were drawn; the kept networks
+    depend on the seed alone (bit-identical reruns). Fewer than ``wanted`` come back when the budget
+    runs out, so a caller can say that the acceptance rate was too low."""
+    wanted, chunk = check_int("wanted", wanted, minimum=1), check_int("chunk", chunk, minimum=1)
+    max_draws = check_int("max_draws", max_draws, minimum=1)
+    seed = check_seed(seed)
+    kept: list[Ensemble] = []
+    found = draws = index = 0
+    while found < wanted and draws < max_draws:
+        size = min(chunk, max_draws - draws)
+        nets = sample_ensemble(spec, size, torch.Generator().manual_seed(chunk_seed(seed, index)), dtype)
+        ok = fits(nets, x, y)
+        if ok.any():
+            kept.append(select(nets, ok))
+            found += int(ok.sum())
+        draws, index = draws + size, index + 1
+    if not kept:
+        return RejectionSample(select(nets, torch.zeros(nets.size, dtype=torch.bool)), draws)
+    return RejectionSample(select(concatenate(kept), torch.arange(min(found, wanted))), draws)
+
+
+def check_unit_gaussian(spec: NetworkSpec) -> None:
+    """Langevin's prior term assumes trained parameters ~ N(0, 1): the NTK parametrization's raw draws."""
+    require(spec.prior == "gaussian" and spec.parametrization == "ntk",
+            f"the Gibbs posterior samplers need prior='gaussian' and parametrization='ntk' (trained "
+            f"parameters ~ N(0, 1)), not prior={spec.prior!r}, parametrization={spec.parametrization!r}")
+
+
+def langevin_posterior(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, temperature: float, lr: float,
+                       steps: int, loss: str = "ce", generator: torch.Generator | None = None) -> Ensemble:
+    """The networks ``nets`` (prior draws) after ``steps`` full-batch Langevin steps on
+    exp(-L/T) N(0, I), L the mean ``loss`` over (x, y)."""
+    check_unit_gaussian(nets.spec)
+    temperature = check_positive("temperature", temperature)
+    config = TrainConfig("langevin", lr, None, loss, check_int("steps", steps, minimum=1), "none",
+                         weight_decay=temperature, temperature=temperature)
+    fn, params = nets.functional()
+    return nets.from_params(train(fn, params, x, y, config, generator).params)
+
+
+def gibbs_weights(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, temperature: float,
+                  loss: str = "ce") -> np.ndarray:
+    """Normalised weights exp(-L_k/T) / sum of prior draws k: reweighted, they sample the Gibbs
+    posterior exp(-L/T) prior exactly in the limit of many draws (the reference for Langevin)."""
+    temperature = check_positive("temperature", temperature)
+    with torch.no_grad():
+        out = nets.forward(x).double()
+    y = y.reshape(1, -1).double()
+    classes = bool(((y == 0) | (y == 1)).all())  # as ``train`` reads 0/1 labels under mse
+    losses = per_network_loss(out, y.expand_as(out), loss, classes).numpy()
+    log_w = -losses / temperature
+    w = np.exp(log_w - log_w.max())
+    return w / w.sum()
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of importance weights."""
+    w = np.asarray(weights, float)
+    return float(w.sum() ** 2 / (w**2).sum())

@@ -1,0 +1,313 @@
+"""Experiment ``posterior``: do the hidden layers of a Bayesian network leave their prior?
+
+The source discussion's second half: one side holds that in the infinite-width
+limit the posterior of every hidden layer equals its prior (no Bayesian feature
+learning; the readout alone adapts), so sampling and SGD must differ in
+feature learning. Measured on a Boolean task small enough for exact posterior
+samples, across widths, for K networks of one spec at a time:
+
+* ``rejection``: the exact posterior P(theta | S), the prior conditioned on
+  fitting S (``engines.bayes.rejection_posterior``);
+* ``langevin``: the Gibbs posterior exp(-L_ce/T) prior by Langevin dynamics
+  started at prior draws (a soft likelihood, for larger S);
+* ``sgd-ntk`` / ``sgd-mup``: networks drawn from the prior and trained by
+  full-batch gradient descent to fit S, in NTK parametrization and muP.
+
+For each layer (hidden layers and the readout's output) the measure is the
+centred kernel-target alignment of the layer's representation of all 2^n
+inputs with the target function y (linear CKA between h and y,
+``measures.features.linear_cka``; centring removes the constant mode that
+dominates ReLU Gram matrices, which raised the signal to noise 1.6-2x over the
+uncentred y^T K y / (||K|| ||y||^2) in a trial): its *gain* over the prior's
+(posterior mean minus prior mean, Welch CI) says how much the layer moved
+towards the task; for the readout the representation is the function itself.
+Weight space: the incoming weights (and bias) of one neuron
+per network, posterior against prior, by the energy distance with a
+permutation test (``dcor``; neurons are exchangeable, so neuron 0 is a random
+one). The gain's width exponent is fitted to the raw gains with their errors
+(``estimators.scaling.weighted_power_law``): a gain that has reached the noise
+floor at large widths is a measurement, not a missing point.
+
+Each (width, method) cell is stored when done; a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from dcor.homogeneity import energy_test
+
+from nnbias.engines.bayes import fits, langevin_posterior, rejection_posterior, select
+from nnbias.engines.ensemble import Ensemble, sample_ensemble
+from nnbias.engines.sampler import chunk_seed
+from nnbias.engines.training import TrainConfig, train
+from nnbias.errors import check_choice, check_int, check_positive, check_seed
+from nnbias.estimators import verdicts as v
+from nnbias.estimators.scaling import weighted_power_law
+from nnbias.executor import progress
+from nnbias.experiments.registry import check_task, named_task, scaled_settings
+from nnbias.measures.features import linear_cka
+from nnbias.report import figures
+from nnbias.spec import NetworkSpec
+from nnbias.store import Store
+from nnbias.tasks.boolean import hypercube
+from nnbias.tasks.datasets import Dataset, boolean_task
+
+TARGET = "0011" * 32  # f(x) = x_6 on 7 bits: a simple function, so P(S) allows rejection at |S| ~ 10
+TASKS = {
+    "bool7-0011-s8": lambda seed: boolean_task(7, TARGET, train=8, seed=seed),
+    "bool7-0011-s10": lambda seed: boolean_task(7, TARGET, train=10, seed=seed),
+}
+METHODS = ("rejection", "langevin", "sgd-ntk", "sgd-mup")
+READOUT = "readout"
+DECIDE = "more samples per width or larger widths"
+# stream offsets of one cell's generators: the reference prior and the starting draws of trained methods
+PRIOR_STREAM, START_STREAM = 1, 2
+
+
+@dataclass(frozen=True)
+class PosteriorSettings:
+    task: str = "bool7-0011-s8"
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    depth: int = 2
+    methods: tuple[str, ...] = ("rejection", "sgd-ntk", "sgd-mup")  # langevin: ~1 min per width >= 128
+    samples: int = 400  # posterior networks per (width, method)
+    prior_samples: int = 1600  # the reference prior's networks (cheap: no conditioning)
+    max_draws: int = 2_000_000  # prior draws rejection may spend per width
+    temperature: float = 0.01  # Langevin's Gibbs posterior exp(-L/T), L the mean cross-entropy on S
+    langevin_lr: float = 0.05
+    langevin_steps: int = 400
+    sgd_lr: float = 1.0  # full-batch gradient descent on the mean cross-entropy
+    sgd_epochs: int = 2000
+    permutations: int = 200  # energy test resamples
+    sigma_w: float = 1.0
+    sigma_b: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_task(TASKS, self.task)
+        for m in self.methods:
+            check_choice("method", m, METHODS)
+        for w in self.widths:
+            check_int("width", w, minimum=1)
+        for name in ("depth", "samples", "prior_samples", "max_draws", "langevin_steps", "sgd_epochs",
+                     "permutations"):
+            check_int(name, getattr(self, name), minimum=1)
+        for name in ("temperature", "langevin_lr", "sgd_lr", "sigma_w"):
+            check_positive(name, getattr(self, name))
+        check_positive("sigma_b", self.sigma_b, allow_zero=True)
+        check_seed(self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+PAPER = {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "samples": 2000, "prior_samples": 8000,
+         "max_draws": 50_000_000,
+         "permutations": 500, "methods": METHODS}
+
+
+def settings_for(scale: str, **overrides: Any) -> PosteriorSettings:
+    """``small`` (what ``reproduce`` runs) or ``paper`` (widths to 1024, 2000 posterior samples)."""
+    return scaled_settings(PosteriorSettings, PAPER, scale, overrides)
+
+
+def load_task(name: str, seed: int) -> Dataset:
+    return named_task(TASKS, name, seed)
+
+
+def cell_spec(task: Dataset, width: int, method: str, s: PosteriorSettings) -> NetworkSpec:
+    return NetworkSpec(task.dim, (width,) * s.depth, "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
+                       parametrization="mup" if method == "sgd-mup" else "ntk")
+
+
+def _draw(spec: NetworkSpec, k: int, s: PosteriorSettings, width: int, stream: int) -> Ensemble:
+    key = chunk_seed(s.seed, stream * 1_000_003 + width)
+    return sample_ensemble(spec, k, torch.Generator().manual_seed(key))
+
+
+def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSettings
+                       ) -> tuple[Ensemble, dict[str, float]]:
+    """The cell's networks that (are meant to) fit S, and how they were obtained."""
+    spec = cell_spec(task, width, method, s)
+    x, y = task.x_train.float(), task.y_train.float()
+    if method == "rejection":
+        sample = rejection_posterior(spec, x, y, s.samples, chunk_seed(s.seed, width), s.max_draws)
+        return sample.nets, {"draws": sample.draws, "acceptance": sample.acceptance}
+    start = _draw(spec, s.samples, s, width, START_STREAM)
+    if method == "langevin":
+        nets = langevin_posterior(start, x, y, s.temperature, s.langevin_lr, s.langevin_steps,
+                                  generator=torch.Generator().manual_seed(chunk_seed(s.seed, width)))
+        return nets, {"draws": s.samples, "acceptance": math.nan}
+    fn, params = start.functional()
+    result = train(fn, params, x, y, TrainConfig("sgd", s.sgd_lr, None, "ce", s.sgd_epochs, "accuracy"))
+    nets = select(start.from_params(result.params), result.converged)
+    return nets, {"draws": s.samples, "acceptance": float(result.converged.float().mean())}
+
+
+def layer_alignments(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """(K,) centred alignment (linear CKA) of each hidden layer's representation of x with the target y,
+    then of the output's."""
+    hidden: list[torch.Tensor] = []
+    with torch.no_grad():
+        out = nets.forward(x, hidden=hidden)
+        target = y.reshape(1, 1, -1).expand(nets.size, 1, -1)
+        return [linear_cka(h.double(), target) for h in [*hidden, out.unsqueeze(1)]]
+
+
+def incoming(nets: Ensemble, layer: int) -> np.ndarray:
+    """(K, fan_in + 1) raw incoming weights and bias of neuron 0 of ``layer`` in each network."""
+    w, b = nets.weights[layer][:, 0, :], nets.biases[layer]
+    return (w if b is None else torch.cat([w, b[:, :1]], 1)).double().numpy()
+
+
+def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings) -> pd.DataFrame:
+    """One row per layer: the alignment of posterior and prior networks, and the energy test."""
+    nets, how = posterior_networks(task, width, method, s)
+    prior = _draw(cell_spec(task, width, method, s), s.prior_samples, s, width, PRIOR_STREAM)
+    cube = hypercube(task.dim)
+    y = task.signed_targets(torch.tensor([float(c) for c in TARGET])).double()
+    fit = float(fits(nets, task.x_train.float(), task.y_train.float()).float().mean()) if nets.size else 0.0
+    prior_align = layer_alignments(prior, cube, y)
+    post_align = layer_alignments(nets, cube, y) if nets.size else [torch.zeros(0)] * len(prior_align)
+    rows = []
+    for layer, (a, a0) in enumerate(zip(post_align, prior_align, strict=True)):
+        if nets.size >= 2:
+            # against as many prior networks as there are posterior ones: the permutation test's cost
+            # grows as the square of the pooled sample
+            test = energy_test(incoming(nets, layer), incoming(prior, layer)[:nets.size],
+                               num_resamples=s.permutations,
+                               random_state=chunk_seed(s.seed, width + layer) % 2**32)
+            energy, p_value = 2 * float(test.statistic) / nets.size, float(test.pvalue)  # n m / (n + m) E
+        else:
+            energy = p_value = math.nan
+        rows.append({"width": width, "method": method,
+                     "layer": READOUT if layer == s.depth else f"layer {layer + 1}",
+                     "networks": nets.size, "draws": int(how["draws"]), "acceptance": how["acceptance"],
+                     "fit_share": fit, "align": float(a.mean()) if len(a) else math.nan,
+                     "align_sd": float(a.std()) if len(a) > 1 else math.nan,
+                     "prior_align": float(a0.mean()), "prior_align_sd": float(a0.std()),
+                     "prior_networks": prior.size, "energy": energy, "energy_p": p_value})
+    return pd.DataFrame(rows)
+
+
+def with_gains(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each row's alignment gain over the prior with its Welch 95 % interval."""
+    out = cells.copy()
+    cis = [v.difference_interval(r.align, r.align_sd, r.networks, r.prior_align, r.prior_align_sd,
+                                 r.prior_networks) for r in cells.itertuples()]
+    out["gain"] = [c.estimate for c in cis]
+    out["gain_lo"], out["gain_hi"] = [c.lo for c in cis], [c.hi for c in cis]
+    return out
+
+
+def fit_exponents(gains: pd.DataFrame) -> pd.DataFrame:
+    """gain = a width^b per (method, layer), fitted to the raw gains with their standard errors."""
+    rows = []
+    for (method, layer), g in gains.groupby(["method", "layer"], sort=False):
+        g = g[np.isfinite(g["gain_hi"] - g["gain_lo"])]
+        if g["width"].nunique() < 3:
+            continue
+        se = (g["gain_hi"] - g["gain_lo"]) / (2 * 1.96)
+        amplitude, exponent, half = weighted_power_law(g["width"], g["gain"], se)
+        rows.append({"method": method, "layer": layer, "amplitude": amplitude, "exponent": exponent,
+                     "ci95": half})
+    return pd.DataFrame(rows, columns=["method", "layer", "amplitude", "exponent", "ci95"])
+
+
+def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) every (width, method) cell; return tables, figures and claims."""
+    task = load_task(s.task, s.seed)
+    run_id = store.start_run("posterior", s.to_dict(), s.seed)
+    done = store.done_cells("posterior_cells", run_id, ["width", "method"])
+    todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
+    with progress("posterior cells", len(todo), quiet) as advance:
+        for width, method in todo:
+            store.append_rows("posterior_cells", run_id, posterior_cell(task, width, method, s))
+            advance()
+    store.finish_run(run_id)
+    gains = with_gains(store.table("posterior_cells", run_id).drop(columns="run_id"))
+    exponents = fit_exponents(gains)
+    judged = posterior_claims(gains, exponents)
+    store.save_claims(run_id, judged)
+    figs = {"posterior_layers": figures.posterior_layers(gains, out / "posterior_layers.png")}
+    return {"run_id": run_id, "cells": gains, "exponents": exponents, "figures": figs, "claims": judged}
+
+
+def _exponent(exponents: pd.DataFrame, method: str, layer: str) -> v.Interval | None:
+    row = exponents[(exponents["method"] == method) & (exponents["layer"] == layer)]
+    return None if not len(row) else v.Interval.around(row["exponent"].iloc[0], row["ci95"].iloc[0])
+
+
+def _gain(gains: pd.DataFrame, method: str, layer: str, width: int) -> pd.Series | None:
+    row = gains[(gains["method"] == method) & (gains["layer"] == layer) & (gains["width"] == width)]
+    return None if not len(row) else row.iloc[0]
+
+
+def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[str, str]]:
+    """The three claims of the issue, each judged on the exact (rejection) posterior."""
+    claims: list[dict[str, str]] = []
+    layers = list(dict.fromkeys(gains["layer"]))
+    hidden = [lay for lay in layers if lay != READOUT]
+    widest = int(gains["width"].max())
+    exact = gains[gains["method"] == "rejection"]
+    if len(exact):
+        fitted = {lay: _exponent(exponents, "rejection", lay) for lay in layers}
+        judged = [v.at_most(fitted[lay], 0.0, DECIDE) if fitted[lay] else
+                  v.Verdict(v.INCONCLUSIVE, "", DECIDE) for lay in hidden]
+        claims.append(v.claim_row(
+            "C1: the posterior's hidden layers approach their prior as width grows (alignment gain over "
+            "the prior ~ width^b with b < 0)",
+            "; ".join(f"{lay}: b = {fitted[lay]}" for lay in hidden)
+            + f" (finite-width theory: b = -1); acceptance P(S) = {exact['acceptance'].mean():.2g}",
+            v.all_of(judged, "hidden layers")))
+        readout = fitted.get(READOUT)
+        at = _gain(gains, "rejection", READOUT, widest)
+        claims.append(v.claim_row(
+            f"C1: the readout's posterior does not approach its prior (its gain's exponent b >= "
+            f"-{v.EXPONENT_MARGIN:g})",
+            f"b = {readout}; gain at width {widest}: {_interval(at)}",
+            v.at_least(readout, -v.EXPONENT_MARGIN, DECIDE) if readout else
+            v.Verdict(v.INCONCLUSIVE, "", DECIDE)))
+        energy = exact[exact["layer"] == "layer 1"].sort_values("width")
+        claims.append(v.measured_row(
+            "C1: first-layer weights of the exact posterior against the prior (energy test, one neuron "
+            "per network)",
+            ", ".join(f"w={int(r.width)}: p={r.energy_p:.2g}" for r in energy.itertuples())))
+    if len(exact) and (gains["method"] == "sgd-mup").any():
+        verdicts, texts = [], []
+        for lay in hidden:
+            mup, bayes = _gain(gains, "sgd-mup", lay, widest), _gain(gains, "rejection", lay, widest)
+            if mup is None or bayes is None:
+                continue
+            diff = _difference(mup, bayes)
+            verdicts.append(v.at_least(diff, 0.0, DECIDE))
+            texts.append(f"{lay}: muP {mup.gain:.3g} - posterior {bayes.gain:.3g} = {diff}")
+        if verdicts:
+            claims.append(v.claim_row(
+                f"C1: SGD under muP moves hidden layers more than the posterior does (at width {widest})",
+                "; ".join(texts), v.all_of(verdicts, "hidden layers")))
+    for method in ("sgd-ntk", "langevin"):
+        rows = gains[(gains["method"] == method) & (gains["width"] == widest)]
+        if len(rows):
+            claims.append(v.measured_row(
+                f"C1: {method}: alignment gain over the prior at width {widest}",
+                "; ".join(f"{r.layer}: {_interval(r)}" for r in rows.itertuples())
+                + f"; networks that fit S: {rows['fit_share'].iloc[0]:.2f}"))
+    return claims
+
+
+def _interval(row: Any) -> str:
+    return "n/a" if row is None else str(v.Interval(row.gain, row.gain_lo, row.gain_hi))
+
+
+def _difference(a: pd.Series, b: pd.Series) -> v.Interval:
+    """gain_a - gain_b, the two gains' (independent) Welch intervals combined in quadrature."""
+    half = math.hypot((a.gain_hi - a.gain_lo) / 2, (b.gain_hi - b.gain_lo) / 2)
+    return v.Interval.around(a.gain - b.gain, half)

@@ -1,0 +1,184 @@
+"""The posterior, Gibbs and PAC-Bayes-bound experiments: their pieces against independent references,
+resumable cells, and verdicts that come out against their claims on synthetic data."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from dcor.homogeneity import energy_test
+from scipy import stats
+
+from nnbias.engines.ensemble import sample_ensemble
+from nnbias.errors import NNBiasError
+from nnbias.estimators import verdicts as v
+from nnbias.estimators.scaling import weighted_power_law
+from nnbias.experiments import bound, gibbs, posterior, routes
+from nnbias.store import Store
+
+
+def test_pac_bayes_bound_on_a_worked_number():
+    # ln 1/P(S) = 10, m = 100, delta = 0.1: exponent (10 + 9.21034 + 1 + 2.30259) / 100 = 0.225129,
+    # bound 1 - e^-0.225129 = 0.201587
+    assert bound.pac_bayes_bound(-10.0, 100, 0.1) == pytest.approx(0.201587, abs=1e-6)
+    with pytest.raises(NNBiasError, match="log P"):
+        bound.pac_bayes_bound(0.5, 100)
+
+
+def test_corrupt_replaces_the_stated_fraction_by_coin_flips():
+    y = torch.ones(1000)
+    assert torch.equal(bound.corrupt(y, 0.0, 1), y)
+    half = bound.corrupt(y, 0.5, 1)
+    flipped = int((half != y).sum())
+    assert flipped <= 500 and stats.binomtest(flipped, 500, 0.5).pvalue > 1e-3  # coin flips on 500
+    assert stats.binomtest(int((bound.corrupt(y, 1.0, 2) == 0).sum()), 1000, 0.5).pvalue > 1e-3
+
+
+def test_difference_interval_is_welchs():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.3, 1.0, 40), rng.normal(0.0, 2.0, 70)
+    ci = v.difference_interval(a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b))
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (ci.lo, ci.hi) == pytest.approx((ref.low, ref.high), rel=1e-9)
+
+
+def test_weighted_power_law_recovers_an_exponent_through_the_noise_floor():
+    rng = np.random.default_rng(1)
+    x = np.array([8, 16, 32, 64, 128, 256, 512.0])
+    se = np.full(len(x), 2e-4)
+    y = 0.05 * x**-1.0 + rng.normal(0, 1, len(x)) * se  # the widest gains are at the noise floor
+    assert (y < 2 * se).any()
+    _, b, half = weighted_power_law(x, y, se)
+    assert abs(b + 1.0) < max(half, 0.05) and half < 0.5
+
+
+def test_energy_test_has_its_null_and_sees_a_shift():
+    """The weight-space test the experiment uses: uniform p-values under the null (prior against
+    prior), rejection for a shift of a tenth of a standard deviation in every coordinate."""
+    spec = posterior.cell_spec(posterior.load_task("bool7-0011-s8", 0), 16, "rejection",
+                               posterior.PosteriorSettings())
+    p_null = []
+    for seed in range(20):
+        a = sample_ensemble(spec, 200, torch.Generator().manual_seed(2 * seed))
+        b = sample_ensemble(spec, 200, torch.Generator().manual_seed(2 * seed + 1))
+        p_null.append(energy_test(posterior.incoming(a, 0), posterior.incoming(b, 0), num_resamples=99,
+                                  random_state=seed).pvalue)
+    assert stats.kstest(p_null, "uniform").pvalue > 1e-3
+    a = sample_ensemble(spec, 400, torch.Generator().manual_seed(100))
+    b = posterior.incoming(sample_ensemble(spec, 400, torch.Generator().manual_seed(101)), 0) + 0.25
+    assert energy_test(posterior.incoming(a, 0), b, num_resamples=99, random_state=0).pvalue < 0.02
+
+
+def test_posterior_cells_fit_s_and_resume(tmp_path, monkeypatch):
+    s = posterior.PosteriorSettings(widths=(8, 16, 32), samples=60, prior_samples=120, permutations=20,
+                                    methods=("rejection", "langevin", "sgd-mup"), langevin_steps=20)
+    with Store(tmp_path / "p.duckdb") as st:
+        first = posterior.run_posterior(st, s, tmp_path / "out", quiet=True)
+        cells = first["cells"]
+        exact = cells[cells["method"] == "rejection"]
+        assert (exact["fit_share"] == 1.0).all() and (exact["networks"] == 60).all()
+        assert set(cells["layer"]) == {"layer 1", "layer 2", "readout"}
+        assert ((cells["energy_p"] > 0) & (cells["energy_p"] <= 1)).all()
+        assert (tmp_path / "out" / "posterior_layers.png").stat().st_size > 0
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a finished cell was recomputed")
+
+        monkeypatch.setattr(posterior, "posterior_cell", refuse)
+        again = posterior.run_posterior(st, s, tmp_path / "out", quiet=True)
+    pd.testing.assert_frame_equal(first["cells"], again["cells"])
+
+
+def _gains(exponent: dict[str, float], mup_at_widest: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for method in ("rejection", "sgd-mup"):
+        for layer, b in exponent.items():
+            for w in (8, 16, 32, 64, 128):
+                gain = 0.1 * (w / 8) ** b if method == "rejection" else mup_at_widest
+                rows.append({"width": w, "method": method, "layer": layer, "networks": 1000,
+                             "acceptance": 0.01, "fit_share": 1.0, "gain": gain, "gain_lo": gain - 1e-3,
+                             "gain_hi": gain + 1e-3, "energy_p": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_posterior_claims_support_and_contradict():
+    good = _gains({"layer 1": -1.0, "layer 2": -1.0, "readout": 0.0}, mup_at_widest=0.05)
+    words = [c["verdict"] for c in posterior.posterior_claims(good, posterior.fit_exponents(good))]
+    assert words[:2] == [v.SUPPORTED, v.SUPPORTED] and words[3] == v.SUPPORTED
+    bad = _gains({"layer 1": 0.5, "layer 2": 0.5, "readout": -1.0}, mup_at_widest=-0.05)
+    words = [c["verdict"] for c in posterior.posterior_claims(bad, posterior.fit_exponents(bad))]
+    assert words[:2] == [v.CONTRADICTED, v.CONTRADICTED] and words[3] == v.CONTRADICTED
+
+
+def test_gibbs_experiment_resumes_and_its_verdict_can_say_no(tmp_path):
+    s = gibbs.GibbsSettings(draws=50_000, chains=500, steps=50, step_sizes=(0.1, 1.0), sgd_lrs=(0.1,),
+                            sgd_batches=(6,), sgd_epochs=50, temperatures=(0.1, 1.0))
+    with Store(tmp_path / "g.duckdb") as st:
+        first = gibbs.run_gibbs(st, s, tmp_path / "out", quiet=True)
+        again = gibbs.run_gibbs(st, s, tmp_path / "out", quiet=True)
+    pd.testing.assert_frame_equal(first["langevin"], again["langevin"])
+    refs = first["references"]
+    probabilities = refs[[c for c in refs.columns if c.startswith("p")]].to_numpy()
+    assert np.allclose(probabilities.sum(1), 1.0)
+    off = pd.DataFrame([{"lr": 0.1, "tv": 0.2, "tv_upper": 0.25, "p_value": 1e-6}])
+    assert gibbs.gibbs_claims(off, first["tempering"], refs, s)[0]["verdict"] == v.CONTRADICTED
+    near = pd.DataFrame([{"lr": 0.1, "tv": 0.01, "tv_upper": 0.03, "p_value": 0.5}])
+    assert gibbs.gibbs_claims(near, first["tempering"], refs, s)[0]["verdict"] == v.SUPPORTED
+
+
+def test_bound_claims_can_come_out_against_the_bound():
+    rows = [{"task": "t", "m": m, "corruption": c, "log_p_s": -5.0, "bound": bnd, "error": err,
+             "error_sd": 0.01, "networks": 8, "converged": 8}
+            for m, c, bnd, err in ((10, 0.0, 0.9, 0.1), (20, 0.0, 0.8, 0.2), (40, 0.0, 0.7, 0.3),
+                                   (40, 0.5, 0.6, 0.4), (40, 1.0, 0.55, 0.5))]
+    words = [c["verdict"] for c in bound.bound_claims(pd.DataFrame(rows))]
+    # holds, but anti-tracks (rho = -1) and is above chance at the largest clean m
+    assert words == [v.SUPPORTED, v.CONTRADICTED, v.CONTRADICTED]
+    rows[0]["error"] = 0.95  # an error far above its bound
+    assert bound.bound_claims(pd.DataFrame(rows))[0]["verdict"] == v.CONTRADICTED
+
+
+def test_bound_cell_measures_what_it_says():
+    s = bound.BoundSettings(networks=3, max_epochs=200)
+    cell = bound.bound_cell("bool7-0011", 16, 0.0, s).iloc[0]
+    assert cell["log_p_s"] < 0 and 0 < cell["bound"] < 1
+    assert cell["bound"] == pytest.approx(bound.pac_bayes_bound(cell["log_p_s"], 16))
+    assert 0 <= cell["error"] <= 1 and cell["converged"] == 3
+    assert math.isfinite(cell["error_sd"])
+
+
+def test_last_layer_sampling_keeps_only_readouts_that_fit():
+    s = routes.RoutesSettings(samples=300, readouts=64)
+    task = routes.load_task(s)
+    nets = sample_ensemble(routes.spec_for(3), 300, torch.Generator().manual_seed(0))
+    codes, share = routes.last_layer_samples(nets, task, 64, torch.Generator().manual_seed(1))
+    assert ((codes == -1) == (share == 0)).all() and (share > 0).any() and (share == 0).any()
+    assert codes.max() < 2**s.test
+
+
+def test_routes_resume_and_the_same_route_twice_is_the_same_posterior(tmp_path, monkeypatch):
+    s = routes.RoutesSettings(widths=(2, 16), samples=400, readouts=64, max_epochs=100)
+    cell = routes.route_cell
+    with Store(tmp_path / "r.duckdb") as st:
+        first = routes.run_routes(st, s, tmp_path / "out", quiet=True)
+        monkeypatch.setattr(routes, "route_cell", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+        again = routes.run_routes(st, s, tmp_path / "out", quiet=True)
+    pd.testing.assert_frame_equal(first["pairs"], again["pairs"])
+    assert set(first["pairs"]["pair"]) == {" vs ".join(p) for p in routes.PAIRS}
+    # the null: one route against an independent rerun of itself (another seed) is not rejected
+    task = routes.load_task(s)
+    a = cell(task, 16, "all-sample", s)
+    b = cell(task, 16, "all-sample", routes.RoutesSettings(**{**s.to_dict(), "seed": 1}))
+    same = pd.concat([a, b.assign(route="last-sample")])
+    cmp = routes.compare_routes(same)
+    assert cmp.iloc[0]["p_value"] > 0.01
+
+
+def test_routes_claim_comes_out_against_a_visible_difference():
+    cells = pd.DataFrame([{"width": 4, "route": "last-sample", "acceptance_cv": 0.5}])
+    pairs = pd.DataFrame([{"width": 4, "pair": "last-sample vs all-sample", "samples_a": 5000,
+                           "samples_b": 5000, "tv": 0.3, "tv_upper": 0.33, "p_value": 0.002}])
+    assert routes.routes_claims(cells, pairs)[0]["verdict"] == v.CONTRADICTED
+    pairs.loc[0, ["tv", "tv_upper", "p_value"]] = [0.02, 0.05, 0.6]
+    assert routes.routes_claims(cells, pairs)[0]["verdict"] == v.SUPPORTED
