@@ -106,12 +106,48 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
     assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way
 
 
-def test_a_busy_store_is_called_busy(tmp_path):
+def test_a_busy_store_is_read_from_a_snapshot_and_refused_to_a_second_writer(tmp_path):
     from nnbias.store import Store
 
-    with Store(tmp_path / "store.duckdb"):  # this process holds the write lock, as a running run does
-        r = nnbias("runs", cwd=tmp_path)
-    assert r.returncode == 2 and "in use by another nnbias process" in r.stderr
+    with Store(tmp_path / "store.duckdb") as st:  # this process holds the write lock, as a running run does
+        run_id = st.start_run("demo", {"a": 1}, 0)
+        st.append_rows("demo_cells", run_id, __import__("pandas").DataFrame({"x": [1, 2, 3]}))
+        st.con.execute("CHECKPOINT")
+        st.append_rows("demo_cells", run_id, __import__("pandas").DataFrame({"x": [4]}))  # in the WAL only
+        listed = nnbias("runs", "--json", cwd=tmp_path)
+        shown = nnbias("show", run_id, "--json", cwd=tmp_path)
+        written = nnbias("pfmap", "-n", "2", "--hidden", "none", "--samples", "100", "--quiet",
+                         "--out", str(tmp_path / "figs"), cwd=tmp_path)
+    assert listed.returncode == 0 and "reading a snapshot" in listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+    assert shown.returncode == 0 and json.loads(shown.stdout)["tables"]["demo_cells"] == 4  # WAL included
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("nnbias-snapshot-*/store.duckdb"))
+    assert written.returncode == 2 and "in use by another nnbias process" in written.stderr
+
+
+def test_show_and_export_a_run(tmp_path):
+    import duckdb
+
+    r = nnbias("pfmap", "-n", "3", "--hidden", "4", "--samples", "2000", "--quiet", "--json",
+               "--out", str(tmp_path / "figs"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    shown = json.loads(nnbias("show", run_id, "--json", cwd=tmp_path).stdout)
+    assert shown["experiment"] == "pfmap" and shown["status"] == "done" and shown["config"]["samples"] == 2000
+    assert shown["tables"]["function_counts"] > 0 and shown["claims"]
+    for fmt in ("parquet", "csv"):
+        out = json.loads(nnbias("export", run_id, f"--{fmt}", str(tmp_path / fmt), "--json",
+                                cwd=tmp_path).stdout)
+        assert {Path(f).name for f in out["files"]} >= {f"function_counts.{fmt}", f"runs.{fmt}"}
+    # a second reader (DuckDB on the Parquet files) sees the same counts as the store
+    counts = tmp_path / "parquet" / "function_counts.parquet"
+    assert duckdb.sql(f"SELECT sum(count) FROM '{counts}'").fetchall()[0][0] == 2000
+    polars = pytest.importorskip("polars")
+    assert polars.read_parquet(counts)["count"].sum() == 2000
+    assert polars.read_csv(tmp_path / "csv" / "function_counts.csv")["count"].sum() == 2000
+    bad = nnbias("export", run_id, cwd=tmp_path)
+    assert bad.returncode == 2 and "exactly one of --parquet" in bad.stderr
+    assert nnbias("show", "nope", cwd=tmp_path).returncode == 2
 
 
 def test_kernel_command_writes_the_analytic_kernel(tmp_path):

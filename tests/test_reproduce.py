@@ -76,6 +76,33 @@ def test_reproduce_writes_a_self_contained_report(reproduced):
     assert verdict("A1: large volume") == "supported"
 
 
+def test_report_is_rebuilt_from_the_store_alone(reproduced, tmp_path):
+    """`nnbias report` writes the same claims, figures and tables from the store, without the figure
+    files and without rerunning anything."""
+    import subprocess
+    import sys
+
+    result, _, _, out = reproduced
+    original = (out / "report.html").read_text()
+    for png in out.rglob("*.png"):  # the rebuild must not read them
+        png.rename(png.with_suffix(".bak"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "nnbias", "report", "--store", str(out.parent / "s.duckdb"),
+                            "--out", str(tmp_path / "rebuilt"), "--json"], capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        for bak in out.rglob("*.bak"):
+            bak.rename(bak.with_suffix(".png"))
+    assert r.returncode == 0, r.stderr
+    rebuilt = (tmp_path / "rebuilt" / "report.html").read_text()
+
+    def body(page: str) -> str:  # everything after the header line that carries the time of writing
+        return page[page.index('<h2 id="claims">'):]
+
+    assert body(rebuilt) == body(original)
+    assert rebuilt.count("<details>") == original.count("<details>") == 11  # each section's run config
+
+
 def test_report_renders_in_a_real_browser(reproduced):
     """Headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run) opens the report:
     every image decodes (naturalWidth > 0), the console has no errors, and a screenshot is taken."""

@@ -75,15 +75,18 @@ def parse_widths(text: str, name: str = "hidden") -> tuple[int, ...]:
     return widths
 
 
-def writable_dir(path: Path) -> Path:
-    """The output folder, created while the options are read: one that cannot be written fails
-    before any work, not after it."""
+def writable_dir(param: typer.CallbackParam, path: Path | None) -> Path | None:
+    """An output folder, created while the options are read: one that cannot be written fails
+    before any work, not after it (None: the option was not given)."""
+    if path is None:
+        return None
+    name = (param.name or "out").replace("_", "-")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NNBiasError(f"out={str(path)!r} cannot be written: {e.strerror or e}") from None
+        raise NNBiasError(f"{name}={str(path)!r} cannot be written: {e.strerror or e}") from None
     if not os.access(path, os.W_OK):
-        raise NNBiasError(f"out={str(path)!r} cannot be written: permission denied")
+        raise NNBiasError(f"{name}={str(path)!r} cannot be written: permission denied")
     return path
 
 
@@ -237,6 +240,56 @@ def runs(store: Path = STORE, as_json: bool = JSON) -> None:
          if len(frame) else "no runs yet")
 
 
+def _known_run(st: Any, run_id: str) -> dict[str, Any]:
+    """The stored row of ``run_id``, or one line saying how to find the run ids."""
+    frame = st.runs()
+    row = frame[frame["run_id"] == run_id]
+    if not len(row):
+        raise NNBiasError(f"run={run_id!r} is not in the store; `nnbias runs` lists them")
+    return json.loads(row.to_json(orient="records", date_format="iso"))[0]  # plain JSON values
+
+
+@app.command()
+def show(run: str = typer.Argument(..., help="Run id (`nnbias runs` lists them)."), store: Path = STORE,
+         as_json: bool = JSON) -> None:
+    """A run's config, status, tables and claims, read from the store."""
+    from nnbias.store import Store
+
+    with Store(store, read_only=True) as st:
+        row = _known_run(st, run)
+        tables, judged = st.run_tables(run), st.claims(run)
+    config = json.loads(row.pop("config"))
+    lines = [f"{k}: {row[k]}" for k in ("run_id", "experiment", "status", "seed", "version", "started_at",
+                                        "ended_at", "samples")]
+    lines += ["config:", *("  " + t for t in json.dumps(config, indent=2, sort_keys=True).splitlines()),
+              "tables (rows of this run):", *(f"  {name}: {n:,}" for name, n in tables.items())]
+    if judged:
+        lines += ["claims:", claims_text(judged)]
+    emit({**row, "config": config, "tables": tables, "claims": judged}, as_json, "\n".join(lines))
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="Run id (`nnbias runs` lists them)."),
+    parquet: Path = typer.Option(None, "--parquet", help="Folder for one Parquet file per table.",
+                                 callback=writable_dir),
+    csv: Path = typer.Option(None, "--csv", help="Folder for one CSV file per table.",
+                             callback=writable_dir),
+    store: Path = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Write a run's rows of every table (runs, chunks, counts, cells, claims) as Parquet or CSV."""
+    from nnbias.store import Store
+
+    if (parquet is None) == (csv is None):
+        raise NNBiasError("give exactly one of --parquet DIR or --csv DIR")
+    folder, fmt = (parquet, "parquet") if parquet is not None else (csv, "csv")
+    with Store(store, read_only=True) as st:
+        _known_run(st, run)
+        written = st.export_run(run, folder, fmt)
+    emit({"run_id": run, "files": [str(p) for p in written]}, as_json, "\n".join(str(p) for p in written))
+
+
 @app.command()
 def claims(
     run: str = typer.Option(None, "--run", help="Run id [default: the latest finished reproduce run]."),
@@ -264,6 +317,32 @@ def claims(
     if readme is not None:
         write_readme_block(readme, table)
     emit({"run_id": run_id, "claims": rows}, as_json, table.rstrip("\n") if markdown else claims_text(rows))
+
+
+@app.command()
+def report(
+    run: str = typer.Option(None, "--run", help="Reproduce run id [default: the latest finished one]."),
+    out: Path = typer.Option(Path("nnbias-results"), help="Folder for report.html.", callback=writable_dir),
+    store: Path = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Rebuild the HTML report of a reproduce run from the store alone (nothing is rerun)."""
+    from nnbias.experiments.reproduce import TITLE
+    from nnbias.report.html import stored_sections, write_report
+    from nnbias.store import Store
+
+    with Store(store, read_only=True) as st:
+        run_id = run or st.latest_run("reproduce")
+        if run_id is None:
+            raise NNBiasError(f"store {str(st.path)!r} holds no finished reproduce run; run `nnbias "
+                              "reproduce` first or name a run with --run")
+        _known_run(st, run_id)
+        sections, judged = stored_sections(st, run_id), st.claims(run_id)
+        path = st.path
+    if not sections:
+        raise NNBiasError(f"run={run_id!r} has no stored report (only reproduce runs have one)")
+    written = write_report(out / "report.html", TITLE, judged, sections, path)
+    emit({"run_id": run_id, "report": str(written)}, as_json, f"report: {written}")
 
 
 @app.command()

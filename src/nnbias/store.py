@@ -25,6 +25,12 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
 A chunk's counts and its done-mark are written in one transaction, and so are
 a run's summed counts and its done status, so a run killed at any moment
 resumes with exactly the counts of an uninterrupted run.
+
+DuckDB lets one process hold a file for writing; a reader (``runs``, ``show``,
+``claims``, ``export``) that finds it held reads a snapshot instead: the file
+and its write-ahead log copied at that moment, which shows every committed
+transaction up to then (a snapshot taken mid-checkpoint that does not open is
+reported as busy).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,21 +104,46 @@ class Store:
                                   "choose a directory you can write to")
         elif not self.path.exists():
             raise NNBiasError(f"store {str(self.path)!r} does not exist; run an experiment first")
+        self._snapshot: str | None = None
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
             first = str(e).splitlines()[0]
-            if "lock" in first.lower():  # another process writes to it: busy, not broken
+            if "lock" not in first.lower():
+                raise NNBiasError(f"store {str(self.path)!r} cannot be opened as a DuckDB database "
+                                  f"({first}); give a .duckdb file or a new path") from e
+            # another process writes to it: busy, not broken; a reader reads a snapshot
+            if not read_only:
                 raise NNBiasError(f"store {str(self.path)!r} is in use by another nnbias process (a run "
-                                  "holds its write lock); wait for it to finish, or read a copy of the "
-                                  "file") from None
-            raise NNBiasError(f"store {str(self.path)!r} cannot be opened as a DuckDB database "
-                              f"({first}); give a .duckdb file or a new path") from e
+                                  "holds its write lock); wait for it to finish, or use another "
+                                  "--store") from None
+            self.con = self._open_snapshot()
         if not read_only:
             self.con.execute(SCHEMA)
 
+    def _open_snapshot(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to a copy of the file and its WAL, taken now."""
+        self._snapshot = tempfile.mkdtemp(prefix="nnbias-snapshot-")
+        copy = Path(self._snapshot) / self.path.name
+        try:
+            shutil.copyfile(self.path, copy)
+            if Path(f"{self.path}.wal").exists():
+                shutil.copyfile(f"{self.path}.wal", f"{copy}.wal")
+            con = duckdb.connect(str(copy), read_only=True)
+            con.execute("SELECT count(*) FROM runs").fetchall()
+        except (OSError, duckdb.Error):
+            shutil.rmtree(self._snapshot, ignore_errors=True)
+            raise NNBiasError(f"store {str(self.path)!r} is in use by another nnbias process and no "
+                              "consistent snapshot could be read just now; try again, or wait for the "
+                              "run to finish") from None
+        print(f"store {str(self.path)!r} is in use by a running nnbias process; reading a snapshot "
+              "taken now", file=sys.stderr)
+        return con
+
     def close(self) -> None:
         self.con.close()
+        if self._snapshot:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
 
     def __enter__(self) -> Store:
         return self
@@ -165,6 +199,13 @@ class Store:
             "r.ended_at, coalesce(sum(c.n_samples), 0)::BIGINT AS samples, r.config "
             "FROM runs r LEFT JOIN chunks c USING (run_id) GROUP BY ALL "
             "ORDER BY r.started_at").df()
+
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """The config a run was started with (what its id is the hash of)."""
+        row = self.one("SELECT config FROM runs WHERE run_id = ?", [run_id])
+        if row is None:
+            raise NNBiasError(f"run={run_id!r} is not in the store; `nnbias runs` lists them")
+        return json.loads(row[0])
 
     def latest_run(self, experiment: str) -> str | None:
         """The most recently finished run of an experiment, if any."""
@@ -299,6 +340,30 @@ class Store:
         if not self._has_table(name):
             return pd.DataFrame()
         return self.con.execute(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]).df()
+
+    def run_tables(self, run_id: str) -> dict[str, int]:
+        """Every table with a ``run_id`` column and how many of its rows belong to ``run_id``."""
+        names = [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'run_id' "
+            "ORDER BY table_name").fetchall()]
+        counts = {n: self.one(f'SELECT count(*) FROM "{n}" WHERE run_id = ?', [run_id])[0] for n in names}
+        return {n: c for n, c in counts.items() if c}
+
+    def export_run(self, run_id: str, folder: Path, fmt: str) -> list[Path]:
+        """Write each of the run's tables (its rows only) to ``folder/<table>.<fmt>`` with DuckDB's COPY
+        (``parquet`` or ``csv``); BIT truth tables are written as '0'/'1' text."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in self.run_tables(run_id):
+            columns = self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                       "WHERE table_name = ? ORDER BY ordinal_position", [name]).fetchall()
+            select = ", ".join(f'"{c}"::VARCHAR AS "{c}"' if t == "BIT" else f'"{c}"' for c, t in columns)
+            target = folder / f"{name}.{fmt}"
+            self.con.execute(f"""COPY (SELECT {select} FROM "{name}" WHERE run_id = $run) """
+                             f"""TO '{str(target).replace("'", "''")}' """
+                             f"(FORMAT {'PARQUET' if fmt == 'parquet' else 'CSV, HEADER'})", {"run": run_id})
+            written.append(target)
+        return written
 
     def done_cells(self, name: str, run_id: str, keys: list[str]) -> set[tuple]:
         """The ``keys`` tuples of the cells of a sweep already stored for a run: what a rerun skips."""

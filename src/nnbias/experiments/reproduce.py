@@ -27,9 +27,10 @@ from nnbias.experiments.posterior import PosteriorSettings, run_posterior
 from nnbias.experiments.routes import RoutesSettings, run_routes
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
 from nnbias.experiments.transfer import TransferSettings, run_transfer
-from nnbias.report.html import Section, write_report
+from nnbias.report.html import Section, store_sections, write_report
 from nnbias.store import Store
 
+TITLE = "nnbias: why do neural networks generalise?"
 SMALL_SAMPLES = 1_000_000
 PAPER_SAMPLES = 100_000_000  # the original P(f) runs took 10^7 - 10^10 samples
 PAPER_THEOREM_SAMPLES = 1_000_000
@@ -232,21 +233,24 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     claims = (pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
               + moved["claims"] + solved["claims"] + post["claims"] + gibbs_result["claims"]
               + paths["claims"] + bounds["claims"])
-    # the reproduce run is named by the runs it gathers; its claim table is what `nnbias claims` prints
-    run_id = store.start_run("reproduce", {name: r["run_id"] for name, r in
-                                           (("pfmap", pfmap), ("kernels", kern), ("sgd_bayes", sgd),
-                                            ("features", feat), ("gap", gaps), ("transfer", moved),
-                                            ("inside", solved), ("posterior", post),
-                                            ("gibbs", gibbs_result), ("routes", paths),
-                                            ("bound", bounds))},
+    parts = {"pfmap": (pfmap, pfmap_section), "kernels": (kern, kernels_section),
+             "sgd_bayes": (sgd, sgd_bayes_section), "features": (feat, features_section),
+             "gap": (gaps, gap_section), "transfer": (moved, transfer_section),
+             "inside": (solved, inside_section), "posterior": (post, posterior_section),
+             "gibbs": (gibbs_result, gibbs_section), "routes": (paths, routes_section),
+             "bound": (bounds, bound_section)}
+    sections = []
+    for result, section in parts.values():
+        sections.append(section(result))
+        sections[-1].runs = {result["run_id"]: store.run_config(result["run_id"])}
+    # the reproduce run is named by the runs it gathers; its claim table is what `nnbias claims` prints,
+    # its sections what `nnbias report` rebuilds the page from
+    run_id = store.start_run("reproduce", {name: r["run_id"] for name, (r, _) in parts.items()},
                              settings.sampling.seed)
     store.save_claims(run_id, claims)
+    store_sections(store, run_id, sections)
     store.finish_run(run_id)
-    report = write_report(out / "report.html", "nnbias: why do neural networks generalise?", claims,
-                          [pfmap_section(pfmap), kernels_section(kern), sgd_bayes_section(sgd),
-                           features_section(feat), gap_section(gaps), transfer_section(moved),
-                           inside_section(solved), posterior_section(post), gibbs_section(gibbs_result),
-                           routes_section(paths), bound_section(bounds)], store.path)
+    report = write_report(out / "report.html", TITLE, claims, sections, store.path)
     return {"run_id": run_id, "report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern,
             "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved, "inside": solved,
             "posterior": post, "gibbs": gibbs_result, "routes": paths, "bound": bounds}

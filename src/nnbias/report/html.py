@@ -1,16 +1,30 @@
-"""Self-contained HTML reports: figures embedded as base64 PNG, tables as HTML."""
+"""Self-contained HTML reports: figures embedded as base64 PNG, tables as HTML.
+
+A report is its claims and its sections (text, tables, figures, and the
+configs and seeds of the runs behind them). ``store_sections`` keeps the
+sections of a reproduce run in the store (tables as JSON, figures as PNG
+bytes), so ``nnbias report`` rebuilds the same page from the store alone,
+without rerunning anything.
+"""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import html
+import json
+import platform
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from nnbias import __version__
+
+DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "dask", "dcor", "sympy",
+                "scikit-learn", "numba", "mnist1d")
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -19,7 +33,10 @@ td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3} img{max-width:48%;margin:0.5%} code{font-size:0.9em}
 .supported{color:#176d17;font-weight:bold} .contradicted{color:#a11;font-weight:bold}
 .inconclusive{color:#8a6d00;font-weight:bold} .measured{color:#555}
-td.rule{font-size:0.85em;color:#555}
+td.rule{font-size:0.85em;color:#555} details{margin:0.3em 0} pre{font-size:0.8em;overflow-x:auto}
+@media print{body{max-width:none;margin:0} img{max-width:48%;page-break-inside:avoid}
+h2{page-break-before:always} h2#claims{page-break-before:avoid} details{display:block}
+nav{display:none}}
 """
 
 
@@ -28,12 +45,28 @@ class Section:
     title: str
     text: str = ""
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
+    figures: list[Path | tuple[str, bytes]] = field(default_factory=list)  # PNG files or (name, bytes)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> its config
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+def _png(figure: Path | tuple[str, bytes]) -> tuple[str, bytes]:
+    return figure if isinstance(figure, tuple) else (Path(figure).stem, Path(figure).read_bytes())
+
+
+def _img(figure: Path | tuple[str, bytes]) -> str:
+    name, png = _png(figure)
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def versions() -> dict[str, str]:
+    """Python, the platform and the installed versions of nnbias's dependencies."""
+    out = {"nnbias": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for name in DEPENDENCIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def claims_table(claims: list[dict[str, str]]) -> str:
@@ -49,17 +82,31 @@ def claims_table(claims: list[dict[str, str]]) -> str:
     return f"<table><tr><th>claim</th><th>measured</th><th>verdict</th><th>rule</th></tr>{rows}</table>"
 
 
+def _runs_block(runs: dict[str, dict[str, Any]]) -> str:
+    """Each run behind a section: its id, seed and full config (folded)."""
+    return "".join(
+        f"<details><summary>run <code>{html.escape(run_id)}</code>, seed {html.escape(str(cfg.get('seed')))}"
+        f"</summary><pre>{html.escape(json.dumps(cfg, indent=1, sort_keys=True))}</pre></details>"
+        for run_id, cfg in runs.items())
+
+
 def write_report(path: Path, title: str, claims: list[dict[str, str]], sections: list[Section],
                  store_path: Path) -> Path:
+    """The page: claims first, then one section per experiment; everything embedded."""
+    env = ", ".join(f"{k} {v}" for k, v in versions().items())
+    toc = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p>nnbias {__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}. Results store: "
+             f"<p>Written {dt.datetime.now():%Y-%m-%d %H:%M}. Results store: "
              f"<code>{html.escape(str(store_path))}</code> (DuckDB; query it with SQL, pandas or "
-             "polars).</p>",
-             "<h2>Claims</h2>", claims_table(claims)]
-    for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+             "polars; <code>nnbias report</code> rebuilds this page from it).</p>"
+             f"<p><small>{html.escape(env)}</small></p>"
+             f"<nav><ol><li><a href=\"#claims\">Claims</a></li>{toc}</ol></nav>",
+             '<h2 id="claims">Claims</h2>', claims_table(claims)]
+    for i, s in enumerate(sections):
+        parts.append(f'<h2 id="s{i}">{html.escape(s.title)}</h2>')
         if s.text:
             parts.append(f"<p>{html.escape(s.text)}</p>")
+        parts.append(_runs_block(s.runs))
         parts.extend(_img(f) for f in s.figures)
         for caption, frame in s.tables:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
@@ -70,3 +117,44 @@ def write_report(path: Path, title: str, claims: list[dict[str, str]], sections:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
     return path
+
+
+def _frame_json(frame: pd.DataFrame) -> str:
+    """A table as JSON that keeps what the page shows: Python's json writes inf and NaN (pandas'
+    to_json would turn inf into null) and leaves strings of digits strings."""
+    return json.dumps(frame.to_dict(orient="split", index=False), default=str)
+
+
+def _json_frame(text: str) -> pd.DataFrame:
+    d = json.loads(text)
+    return pd.DataFrame(d["data"], columns=d["columns"])
+
+
+def store_sections(store: Any, run_id: str, sections: list[Section]) -> None:
+    """Keep a report's sections in the store (``report_sections``, ``report_tables``,
+    ``report_figures``), replacing those stored before for ``run_id``."""
+    rows, tables, figures = [], [], []
+    for i, s in enumerate(sections):
+        rows.append({"section": i, "title": s.title, "text": s.text,
+                     "runs": json.dumps(s.runs, sort_keys=True)})
+        tables += [{"section": i, "position": j, "caption": caption,
+                    "frame": _frame_json(frame)}
+                   for j, (caption, frame) in enumerate(s.tables)]
+        figures += [{"section": i, "position": j, "name": _png(f)[0], "png": _png(f)[1]}
+                    for j, f in enumerate(s.figures)]
+    for name, frame in (("report_sections", rows), ("report_tables", tables), ("report_figures", figures)):
+        store.replace_table(name, run_id, pd.DataFrame(frame))
+
+
+def stored_sections(store: Any, run_id: str) -> list[Section]:
+    """The sections ``store_sections`` kept for ``run_id``, in order (empty if none)."""
+    rows = store.table("report_sections", run_id)
+    tables, figures = store.table("report_tables", run_id), store.table("report_figures", run_id)
+    out = []
+    for r in rows.sort_values("section").itertuples():
+        t = tables[tables["section"] == r.section].sort_values("position") if len(tables) else tables
+        f = figures[figures["section"] == r.section].sort_values("position") if len(figures) else figures
+        out.append(Section(r.title, r.text,
+                           [(x.caption, _json_frame(x.frame)) for x in t.itertuples()],
+                           [(x.name, bytes(x.png)) for x in f.itertuples()], json.loads(r.runs)))
+    return out
