@@ -807,8 +807,25 @@ def bench_train_cmd(
         f"ratio {r['speedup_vs_loop']:.1f}x; 1e5 training runs would take {r['minutes_for_1e5']:.1f} min"]))
 
 
+def intra_op_threads() -> None:
+    """One intra-op (OpenMP/MKL) thread per process unless ``NNBIAS_THREADS`` or ``OMP_NUM_THREADS``
+    says otherwise; set before torch is imported, which is when OpenMP reads it.
+
+    Why: nnbias's parallelism is chunks side by side (threads or Dask processes), and its sweeps
+    are many small tensor operations, where OpenMP threads gain nothing and spin between parallel
+    regions. Measured on this 2-core machine (a `nnbias gap` slice): 11-12 s with 2 threads and
+    12 s with 1 alone, but beside one busy process 26-27 s and 31 CPU-s with 2 threads against
+    12 s and 12 CPU-s with 1; the whole `nnbias reproduce` gave the same claims either way."""
+    threads = os.environ.get("NNBIAS_THREADS")
+    if threads is not None:
+        check_int("NNBIAS_THREADS", int(threads) if threads.isdigit() else threads, minimum=1)
+        os.environ["OMP_NUM_THREADS"] = threads
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def main() -> None:
     try:
+        intra_op_threads()
         app(standalone_mode=True)
     except NNBiasError as e:
         typer.echo(f"error: {e}", err=True)

@@ -155,7 +155,7 @@ def bound_claims(cells: pd.DataFrame) -> list[dict[str, str]]:
     held = [v.at_least(_slack(r), 0.0, DECIDE) for r in cells.itertuples()]
     worst = cells.assign(slack=cells["bound"] - cells["error"]).sort_values("slack").iloc[0]
     claims.append(v.claim_row(
-        f"C3: the PAC-Bayes marginal-likelihood bound (delta = {DELTA:g}) holds for SGD-trained networks "
+        f"A6: the PAC-Bayes marginal-likelihood bound (delta = {DELTA:g}) holds for SGD-trained networks "
         "in every setting (bound - error > 0)",
         f"{len(cells)} settings; tightest: {worst['task']} m={int(worst['m'])} corruption "
         f"{worst['corruption']:g}: error {worst['error']:.3f} against bound {worst['bound']:.3f}",
@@ -163,13 +163,13 @@ def bound_claims(cells: pd.DataFrame) -> list[dict[str, str]]:
     rho = float(stats.spearmanr(cells["bound"], cells["error"]).statistic) if len(cells) > 2 else math.nan
     ci = v.correlation_interval(rho, len(cells), rank=True)
     claims.append(v.claim_row(
-        f"C3: the bound tracks the measured error across sizes and corruption (Spearman rho >= {TRACKS:g})",
+        f"A6: the bound tracks the measured error across sizes and corruption (Spearman rho >= {TRACKS:g})",
         f"rho {ci} over {len(cells)} settings", v.at_least(ci, TRACKS, DECIDE)))
     for task, g in cells[cells["corruption"] == 0].groupby("task", sort=False):
         top = g.sort_values("m").iloc[-1]
         exact = v.Interval(top["bound"], top["bound"], top["bound"])
         claims.append(v.claim_row(
-            f"C3: {task}: the bound is non-vacuous (below chance, {CHANCE:g}) at clean labels, "
+            f"A6: {task}: the bound is non-vacuous (below chance, {CHANCE:g}) at clean labels, "
             f"m = {int(top['m'])}",
             f"bound {top['bound']:.3f} (log P(S) = {top['log_p_s']:.1f}); SGD error {top['error']:.3f}",
             v.at_most(exact, CHANCE, DECIDE)))

@@ -177,7 +177,7 @@ def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False) ->
     judged = gibbs_claims(langevin, tempering, refs, s)
     store.save_claims(run_id, judged)
     figs = {"langevin_boltzmann": figures.langevin_boltzmann(langevin, tempering,
-                                                             out / "langevin_boltzmann.png")}
+                                                             out / "langevin_boltzmann.png", MIN_ESS)}
     return {"run_id": run_id, "langevin": langevin, "tempering": tempering, "references": refs,
             "figures": figs, "claims": judged}
 
@@ -226,20 +226,20 @@ def gibbs_claims(langevin: pd.DataFrame, tempering: pd.DataFrame, refs: pd.DataF
                    if ess >= MIN_ESS else v.Verdict(v.INCONCLUSIVE, f"reference ESS >= {MIN_ESS}",
                                                     "more prior draws for the reference"))
         claims.append(v.claim_row(
-            f"C2: Langevin at step {small['lr']:g} samples the Gibbs posterior exp(-L/T) prior over "
+            f"B5: Langevin at step {small['lr']:g} samples the Gibbs posterior exp(-L/T) prior over "
             "functions "
             f"(T = {s.temperature:g}; TV <= {TV_MARGIN:g})",
             f"TV {small['tv']:.3f} (95 % upper bound {small['tv_upper']:.3f}), chi-square p = "
             f"{small['p_value']:.2g}; reference ESS {ess:,.0f}", verdict))
         claims.append(v.measured_row(
-            "C2: Langevin's discretisation bias against its step size",
+            "B5: Langevin's discretisation bias against its step size",
             ", ".join(f"lr={r.lr:g}: TV {r.tv:.3f}" for r in langevin.itertuples())))
     if len(tempering):
         reliable = tempering[tempering["ess"] >= MIN_ESS]
         best = reliable.loc[reliable.groupby(["lr", "batch"])["tv"].idxmin()]
         matched = best[best["tv"] <= TV_MARGIN]
         claims.append(v.measured_row(
-            "C2: SGD settings against tempered posteriors: the temperature whose P(f|S) is closest "
+            "B5: SGD settings against tempered posteriors: the temperature whose P(f|S) is closest "
             "(T = 0: P_B)",
             "; ".join(f"lr={r.lr:g} b={r.batch}: T={r.temperature:g} (TV {r.tv:.3f})"
                       for r in best.itertuples())

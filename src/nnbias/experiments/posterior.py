@@ -262,7 +262,7 @@ def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[
         judged = [v.at_most(fitted[lay], 0.0, DECIDE) if fitted[lay] else
                   v.Verdict(v.INCONCLUSIVE, "", DECIDE) for lay in hidden]
         claims.append(v.claim_row(
-            "C1: the posterior's hidden layers approach their prior as width grows (alignment gain over "
+            "B5: the posterior's hidden layers approach their prior as width grows (alignment gain over "
             "the prior ~ width^b with b < 0)",
             "; ".join(f"{lay}: b = {fitted[lay]}" for lay in hidden)
             + f" (finite-width theory: b = -1); acceptance P(S) = {exact['acceptance'].mean():.2g}",
@@ -270,14 +270,14 @@ def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[
         readout = fitted.get(READOUT)
         at = _gain(gains, "rejection", READOUT, widest)
         claims.append(v.claim_row(
-            f"C1: the readout's posterior does not approach its prior (its gain's exponent b >= "
+            f"B5: the readout's posterior does not approach its prior (its gain's exponent b >= "
             f"-{v.EXPONENT_MARGIN:g})",
             f"b = {readout}; gain at width {widest}: {_interval(at)}",
             v.at_least(readout, -v.EXPONENT_MARGIN, DECIDE) if readout else
             v.Verdict(v.INCONCLUSIVE, "", DECIDE)))
         energy = exact[exact["layer"] == "layer 1"].sort_values("width")
         claims.append(v.measured_row(
-            "C1: first-layer weights of the exact posterior against the prior (energy test, one neuron "
+            "B5: first-layer weights of the exact posterior against the prior (energy test, one neuron "
             "per network)",
             ", ".join(f"w={int(r.width)}: p={r.energy_p:.2g}" for r in energy.itertuples())))
     if len(exact) and (gains["method"] == "sgd-mup").any():
@@ -291,13 +291,13 @@ def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[
             texts.append(f"{lay}: muP {mup.gain:.3g} - posterior {bayes.gain:.3g} = {diff}")
         if verdicts:
             claims.append(v.claim_row(
-                f"C1: SGD under muP moves hidden layers more than the posterior does (at width {widest})",
+                f"B5: SGD under muP moves hidden layers more than the posterior does (at width {widest})",
                 "; ".join(texts), v.all_of(verdicts, "hidden layers")))
     for method in ("sgd-ntk", "langevin"):
         rows = gains[(gains["method"] == method) & (gains["width"] == widest)]
         if len(rows):
             claims.append(v.measured_row(
-                f"C1: {method}: alignment gain over the prior at width {widest}",
+                f"B5: {method}: alignment gain over the prior at width {widest}",
                 "; ".join(f"{r.layer}: {_interval(r)}" for r in rows.itertuples())
                 + f"; networks that fit S: {rows['fit_share'].iloc[0]:.2f}"))
     return claims

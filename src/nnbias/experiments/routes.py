@@ -219,7 +219,7 @@ def routes_claims(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, st
         verdict = (v.matches_distribution(row["p_value"], row["tv_upper"], TV_MARGIN, ALPHA, DECIDE) if enough
                    else v.Verdict(v.INCONCLUSIVE, f"needs >= {MIN_SAMPLES} functions per route", DECIDE))
         claims.append(v.claim_row(
-            f"C4: at the {label} width ({int(row['width'])}) last-layer sampling over random expressive "
+            f"A5: at the {label} width ({int(row['width'])}) last-layer sampling over random expressive "
             f"features gives all-layer sampling's posterior on E (TV <= {TV_MARGIN:g})",
             f"TV {row['tv']:.3f} (95 % upper bound {row['tv_upper']:.3f}), "
             f"permutation p = {row['p_value']:.2g}; "
@@ -229,6 +229,6 @@ def routes_claims(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, st
         rows = pairs[pairs["pair"] == pair].sort_values("width")
         if len(rows):
             claims.append(v.measured_row(
-                f"C4: {pair}: total variation on E by width",
+                f"A5: {pair}: total variation on E by width",
                 ", ".join(f"w={int(r.width)}: {r.tv:.3f} (p={r.p_value:.2g})" for r in rows.itertuples())))
     return claims

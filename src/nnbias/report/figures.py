@@ -339,9 +339,10 @@ def posterior_layers(gains, path: Path) -> Path:
     return _save(fig, path)
 
 
-def langevin_boltzmann(langevin, tempering, path: Path) -> Path:
+def langevin_boltzmann(langevin, tempering, path: Path, min_ess: float = 0.0) -> Path:
     """Left: Langevin's TV to the exact Gibbs posterior against its step size. Right: each SGD setting's
-    TV to the tempered posteriors against their temperature (P_B drawn at the left edge)."""
+    TV to the tempered posteriors against their temperature (P_B drawn at the left edge), for the
+    references with an effective sample size of at least ``min_ess``."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
     above = langevin["tv_upper"] - langevin["tv"]
@@ -351,6 +352,7 @@ def langevin_boltzmann(langevin, tempering, path: Path) -> Path:
            title="Langevin against Boltzmann")
     ax.legend(fontsize=7)
     ax = axes[1]
+    tempering = tempering[tempering["ess"] >= min_ess]  # a reference this thin is not the posterior
     tempered = tempering[tempering["temperature"] > 0]
     lowest = tempered["temperature"].min() if len(tempered) else 1.0
     for (lr, batch), g in tempering.groupby(["lr", "batch"], sort=False):
@@ -358,26 +360,30 @@ def langevin_boltzmann(langevin, tempering, path: Path) -> Path:
         t = np.where(g["temperature"] > 0, g["temperature"], lowest / 3)
         ax.plot(t, g["tv"], "o-", ms=3, label=f"SGD lr={lr:g} b={batch}")
     ax.axvline(lowest / 3, color="grey", lw=0.8, ls=":")
-    ax.set(xscale="log", xlabel="temperature T (dotted: P_B)", ylabel="TV of P_SGD(f|S) to the posterior",
+    ax.set(xscale="log", xlabel=f"temperature T (dotted: P_B; references with ESS >= {min_ess:g})",
+           ylabel="TV of P_SGD(f|S) to the posterior",
            title="Optimizers against tempered posteriors")
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
 
 def pac_bayes_bound(cells, path: Path) -> Path:
-    """The PAC-Bayes bound against the SGD networks' test error, one point per (task, m, corruption);
-    the bound holds above the diagonal."""
+    """The PAC-Bayes bound against the SGD networks' test error, one point per (task, m, corruption),
+    marker by corruption, size by m within its task; the bound holds above the diagonal."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     markers = dict(zip(sorted(cells["corruption"].unique()), "osD^v<>", strict=False))
     for i, (task, g) in enumerate(cells.groupby("task", sort=False)):
-        for c, h in g.groupby("corruption"):
-            ax.errorbar(h["error"], h["bound"], xerr=h["error_sd"].fillna(0), fmt=markers[c], color=f"C{i}",
-                        ms=4 + h["m"].rank().to_numpy()[0], capsize=2,
-                        label=f"{task}, corruption {c:g}")
+        sizes = g["m"].rank(method="dense").to_numpy()
+        for size, r in zip(sizes, g.itertuples(), strict=True):
+            ax.errorbar(r.error, r.bound, xerr=0 if np.isnan(r.error_sd) else r.error_sd,
+                        fmt=markers[r.corruption], color=f"C{i}", ms=3 + 2 * size, capsize=2, alpha=0.8)
+        ax.plot([], [], "o", color=f"C{i}", label=task)
+    for c, m in markers.items():
+        ax.plot([], [], m, color="grey", label=f"corruption {c:g}")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlim=(0, 0.6), ylim=(0, 1.02), xlabel="SGD test error (mean over networks)",
            ylabel="PAC-Bayes bound (EP on the NNGP)", title="Marginal-likelihood bound vs error")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
