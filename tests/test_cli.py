@@ -88,6 +88,20 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["kernel", "--x", "X.npy", "--out", "."], "out='.'"),
     (["kernel", "--x", "EMPTY.npy", "--out", "K.npy"], "N, d >= 1"),
     (["kernel", "--x", "COMPLEX.npy", "--out", "K.npy"], "expected a real"),
+    (["posterior", "--widths", "8,x"], "widths='8,x'"),
+    (["posterior", "--methods", "mcmc"], "method='mcmc'"),
+    (["posterior", "--temperature", "0.1"], "applies to the langevin method only"),
+    (["posterior", "--task", "parity"], "task='parity'"),
+    (["posterior", "--samples", "0"], "samples=0"),
+    (["gibbs", "--step-sizes", "0.1,abc"], "step_sizes='0.1,abc'"),
+    (["gibbs", "--step-sizes", "-1"], "step_sizes=-1.0"),
+    (["gibbs", "--chains", "0"], "chains=0"),
+    (["routes", "--widths", "0"], "width=0"),
+    (["routes", "--readouts", "0"], "readouts=0"),
+    (["bound", "--corruptions", "2"], "corruption=2.0"),
+    (["bound", "--tasks", "cifar"], "task='cifar'"),
+    (["show", "no-such-run"], "does not exist; run an experiment first"),
+    (["export", "no-such-run", "--csv", "out"], "does not exist; run an experiment first"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
     import numpy as np

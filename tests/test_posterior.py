@@ -182,3 +182,20 @@ def test_routes_claim_comes_out_against_a_visible_difference():
     assert routes.routes_claims(cells, pairs)[0]["verdict"] == v.CONTRADICTED
     pairs.loc[0, ["tv", "tv_upper", "p_value"]] = [0.02, 0.05, 0.6]
     assert routes.routes_claims(cells, pairs)[0]["verdict"] == v.SUPPORTED
+
+
+def test_prior_spectrum_sits_at_the_marchenko_pastur_edge_and_the_kernel_floor_is_small():
+    s = posterior.PosteriorSettings()
+    task = posterior.load_task(s.task, 0)
+    spec = posterior.cell_spec(task, 256, "rejection", s)
+    prior = sample_ensemble(spec, 40, torch.Generator().manual_seed(0))
+    # 256 x 256: the top eigenvalue sits within a few percent of the edge 4 (fluctuations ~ n^-2/3); the
+    # 256 x 7 first layer is far from the asymptotic regime in p = 7 and sits below its edge
+    for layer, q, tolerance in ((0, 7 / 256, 0.15), (1, 1.0, 0.05)):
+        edge = posterior.mp_edge(prior, layer)
+        assert edge == pytest.approx((1 + math.sqrt(q)) ** 2)
+        assert abs(float(posterior.top_eigenvalue(prior, layer).mean()) / edge - 1) < tolerance
+    cell = posterior.posterior_cell(task, 16, "rejection", posterior.PosteriorSettings(
+        samples=50, prior_samples=200, permutations=10))
+    assert cell["kernel_distance"].notna().all() and (cell["kernel_distance_floor"] >= 0).all()
+    assert cell.loc[cell["layer"] == "readout", "top_eig"].isna().all()

@@ -52,7 +52,7 @@ from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import weighted_power_law
 from nnbias.executor import progress
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
-from nnbias.measures.features import linear_cka
+from nnbias.measures.features import kernel_distance, linear_cka
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
@@ -151,14 +151,31 @@ def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSetti
     return nets, {"draws": s.samples, "acceptance": float(result.converged.float().mean())}
 
 
-def layer_alignments(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """(K,) centred alignment (linear CKA) of each hidden layer's representation of x with the target y,
-    then of the output's."""
+def layer_statistics(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, groups: list[slice]
+                     ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per hidden layer, then the output: the (K,) linear CKA of each network's representation of x
+    with the target y, and the layer's empirical NNGP (its Gram matrix h^T h / width averaged over the
+    networks) over each group of networks."""
     hidden: list[torch.Tensor] = []
     with torch.no_grad():
         out = nets.forward(x, hidden=hidden)
         target = y.reshape(1, 1, -1).expand(nets.size, 1, -1)
-        return [linear_cka(h.double(), target) for h in [*hidden, out.unsqueeze(1)]]
+        return [(linear_cka(h.double(), target),
+                 [torch.einsum("kwn,kwm->nm", part, part) / (len(part) * h.shape[1])
+                  for part in (h[g].double() for g in groups)])
+                for h in [*hidden, out.unsqueeze(1)]]
+
+
+def top_eigenvalue(nets: Ensemble, layer: int) -> torch.Tensor:
+    """(K,) largest eigenvalue of W^T W / fan_out of each network's raw weights of ``layer``: for
+    N(0, 1) entries it converges to the Marchenko-Pastur edge (1 + sqrt(fan_in / fan_out))^2."""
+    w = nets.weights[layer].double()
+    return torch.linalg.eigvalsh(w.transpose(1, 2) @ w / w.shape[1])[:, -1]
+
+
+def mp_edge(nets: Ensemble, layer: int) -> float:
+    fan_out, fan_in = nets.weights[layer].shape[1:]
+    return (1 + math.sqrt(fan_in / fan_out)) ** 2
 
 
 def incoming(nets: Ensemble, layer: int) -> np.ndarray:
@@ -168,16 +185,27 @@ def incoming(nets: Ensemble, layer: int) -> np.ndarray:
 
 
 def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings) -> pd.DataFrame:
-    """One row per layer: the alignment of posterior and prior networks, and the energy test."""
+    """One row per layer: the alignment of posterior and prior networks with the target, the distance of
+    the posterior's empirical NNGP from the prior's (beside the distance between two halves of the
+    prior, the estimator's floor), the energy test, and the top eigenvalue of W^T W against the
+    prior's and the Marchenko-Pastur edge."""
     nets, how = posterior_networks(task, width, method, s)
     prior = _draw(cell_spec(task, width, method, s), s.prior_samples, s, width, PRIOR_STREAM)
     cube = hypercube(task.dim)
     y = task.signed_targets(torch.tensor([float(c) for c in TARGET])).double()
     fit = float(fits(nets, task.x_train.float(), task.y_train.float()).float().mean()) if nets.size else 0.0
-    prior_align = layer_alignments(prior, cube, y)
-    post_align = layer_alignments(nets, cube, y) if nets.size else [torch.zeros(0)] * len(prior_align)
+    n = max(nets.size, 1)
+    # the prior's NNGP from two disjoint groups of the posterior's size: the posterior is compared with
+    # the first, and the second with the first is the floor a posterior that were the prior would show
+    prior_stats = layer_statistics(prior, cube, y, [slice(0, n), slice(n, 2 * n)])
+    post_stats = (layer_statistics(nets, cube, y, [slice(None)]) if nets.size >= 2
+                  else [(torch.zeros(0), [])] * len(prior_stats))
     rows = []
-    for layer, (a, a0) in enumerate(zip(post_align, prior_align, strict=True)):
+    for layer, ((a, post_k), (a0, (k0a, k0b))) in enumerate(zip(post_stats, prior_stats, strict=True)):
+        distance = float(kernel_distance(post_k[0][None], k0a[None])[0]) if post_k else math.nan
+        floor = float(kernel_distance(k0b[None], k0a[None])[0]) if 2 * n <= prior.size else math.nan
+        eig = ((float(top_eigenvalue(nets, layer).mean()), float(top_eigenvalue(prior, layer)[:n].mean()),
+                mp_edge(nets, layer)) if layer < s.depth and nets.size else (math.nan,) * 3)
         if nets.size >= 2:
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample
@@ -193,7 +221,9 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                      "fit_share": fit, "align": float(a.mean()) if len(a) else math.nan,
                      "align_sd": float(a.std()) if len(a) > 1 else math.nan,
                      "prior_align": float(a0.mean()), "prior_align_sd": float(a0.std()),
-                     "prior_networks": prior.size, "energy": energy, "energy_p": p_value})
+                     "prior_networks": prior.size, "energy": energy, "energy_p": p_value,
+                     "kernel_distance": distance, "kernel_distance_floor": floor,
+                     "top_eig": eig[0], "prior_top_eig": eig[1], "mp_edge": eig[2]})
     return pd.DataFrame(rows)
 
 

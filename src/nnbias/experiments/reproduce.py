@@ -155,11 +155,15 @@ def posterior_section(result: dict[str, Any]) -> Section:
             "conditioned on fitting S: exact by rejection from the prior, beside networks trained to fit S "
             "by gradient descent (NTK parametrization and muP). Per layer: the centred alignment (linear "
             "CKA) of its representation of all inputs with the target, posterior against prior (gain, Welch "
-            "95 % interval), and an energy test of one neuron's incoming weights against the prior's. "
+            "95 % interval); the distance (1 - cosine) of the layer's empirical NNGP from the prior's, "
+            "beside the same distance between two prior samples of that size (the floor); an energy test "
+            "of one neuron's incoming weights against the prior's; the mean top eigenvalue of W^T W "
+            "/ fan_out against the prior's and the Marchenko-Pastur edge. "
             "Exponents: gain = a width^b fitted to the raw gains with their errors. Run "
             + result["run_id"] + ".")
     cells = result["cells"][["width", "method", "layer", "networks", "acceptance", "align", "prior_align",
-                             "gain", "gain_lo", "gain_hi", "energy", "energy_p"]]
+                             "gain", "gain_lo", "gain_hi", "energy", "energy_p", "kernel_distance",
+                             "kernel_distance_floor", "top_eig", "prior_top_eig", "mp_edge"]]
     return Section("Does Bayesian sampling move hidden layers?", text,
                    [("Width exponents of the alignment gain", result["exponents"]),
                     ("Per cell", cells)], list(result["figures"].values()))
