@@ -198,4 +198,5 @@ def test_prior_spectrum_sits_at_the_marchenko_pastur_edge_and_the_kernel_floor_i
     cell = posterior.posterior_cell(task, 16, "rejection", posterior.PosteriorSettings(
         samples=50, prior_samples=200, permutations=10))
     assert cell["kernel_distance"].notna().all() and (cell["kernel_distance_floor"] >= 0).all()
+    assert cell[["cka_with_prior", "cka_prior_pairs"]].apply(lambda c: c.between(0, 1)).all().all()
     assert cell.loc[cell["layer"] == "readout", "top_eig"].isna().all()

@@ -151,19 +151,23 @@ def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSetti
     return nets, {"draws": s.samples, "acceptance": float(result.converged.float().mean())}
 
 
-def layer_statistics(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, groups: list[slice]
-                     ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
-    """Per hidden layer, then the output: the (K,) linear CKA of each network's representation of x
-    with the target y, and the layer's empirical NNGP (its Gram matrix h^T h / width averaged over the
-    networks) over each group of networks."""
+def representations(nets: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each hidden layer's (K, width, N) representation of x, then the output's (K, 1, N)."""
     hidden: list[torch.Tensor] = []
     with torch.no_grad():
         out = nets.forward(x, hidden=hidden)
-        target = y.reshape(1, 1, -1).expand(nets.size, 1, -1)
-        return [(linear_cka(h.double(), target),
-                 [torch.einsum("kwn,kwm->nm", part, part) / (len(part) * h.shape[1])
-                  for part in (h[g].double() for g in groups)])
-                for h in [*hidden, out.unsqueeze(1)]]
+    return [h.double() for h in [*hidden, out.unsqueeze(1)]]
+
+
+def layer_statistics(reps: list[torch.Tensor], y: torch.Tensor, groups: list[slice]
+                     ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per layer of ``representations``: the (K,) linear CKA of each network's representation with the
+    target y, and the layer's empirical NNGP (its Gram matrix h^T h / width averaged over the
+    networks) over each group of networks."""
+    target = y.reshape(1, 1, -1).expand(len(reps[0]), 1, -1)
+    return [(linear_cka(h, target), [torch.einsum("kwn,kwm->nm", part, part) / (len(part) * h.shape[1])
+                                     for part in (h[g] for g in groups)])
+            for h in reps]
 
 
 def top_eigenvalue(nets: Ensemble, layer: int) -> torch.Tensor:
@@ -197,13 +201,21 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
     n = max(nets.size, 1)
     # the prior's NNGP from two disjoint groups of the posterior's size: the posterior is compared with
     # the first, and the second with the first is the floor a posterior that were the prior would show
-    prior_stats = layer_statistics(prior, cube, y, [slice(0, n), slice(n, 2 * n)])
-    post_stats = (layer_statistics(nets, cube, y, [slice(None)]) if nets.size >= 2
+    prior_reps = representations(prior, cube)
+    prior_stats = layer_statistics(prior_reps, y, [slice(0, n), slice(n, 2 * n)])
+    post_reps = representations(nets, cube) if nets.size >= 2 else None
+    post_stats = (layer_statistics(post_reps, y, [slice(None)]) if post_reps
                   else [(torch.zeros(0), [])] * len(prior_stats))
     rows = []
     for layer, ((a, post_k), (a0, (k0a, k0b))) in enumerate(zip(post_stats, prior_stats, strict=True)):
         distance = float(kernel_distance(post_k[0][None], k0a[None])[0]) if post_k else math.nan
         floor = float(kernel_distance(k0b[None], k0a[None])[0]) if 2 * n <= prior.size else math.nan
+        # CKA of each posterior network's representation with an independent prior network's, beside the
+        # CKA between two independent prior networks (the same in distribution if nothing moved)
+        pair = (float(linear_cka(post_reps[layer], prior_reps[layer][:n]).mean())
+                if post_reps and 2 * n <= prior.size else math.nan)
+        pair_prior = (float(linear_cka(prior_reps[layer][n:2 * n], prior_reps[layer][:n]).mean())
+                      if 2 * n <= prior.size else math.nan)
         eig = ((float(top_eigenvalue(nets, layer).mean()), float(top_eigenvalue(prior, layer)[:n].mean()),
                 mp_edge(nets, layer)) if layer < s.depth and nets.size else (math.nan,) * 3)
         if nets.size >= 2:
@@ -223,6 +235,7 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                      "prior_align": float(a0.mean()), "prior_align_sd": float(a0.std()),
                      "prior_networks": prior.size, "energy": energy, "energy_p": p_value,
                      "kernel_distance": distance, "kernel_distance_floor": floor,
+                     "cka_with_prior": pair, "cka_prior_pairs": pair_prior,
                      "top_eig": eig[0], "prior_top_eig": eig[1], "mp_edge": eig[2]})
     return pd.DataFrame(rows)
 

@@ -156,14 +156,17 @@ def posterior_section(result: dict[str, Any]) -> Section:
             "by gradient descent (NTK parametrization and muP). Per layer: the centred alignment (linear "
             "CKA) of its representation of all inputs with the target, posterior against prior (gain, Welch "
             "95 % interval); the distance (1 - cosine) of the layer's empirical NNGP from the prior's, "
-            "beside the same distance between two prior samples of that size (the floor); an energy test "
+            "beside the same distance between two prior samples of that size (the floor); the CKA of each "
+            "posterior network's representation with an independent prior network's, beside that of two "
+            "prior networks; an energy test "
             "of one neuron's incoming weights against the prior's; the mean top eigenvalue of W^T W "
             "/ fan_out against the prior's and the Marchenko-Pastur edge. "
             "Exponents: gain = a width^b fitted to the raw gains with their errors. Run "
             + result["run_id"] + ".")
     cells = result["cells"][["width", "method", "layer", "networks", "acceptance", "align", "prior_align",
                              "gain", "gain_lo", "gain_hi", "energy", "energy_p", "kernel_distance",
-                             "kernel_distance_floor", "top_eig", "prior_top_eig", "mp_edge"]]
+                             "kernel_distance_floor", "cka_with_prior", "cka_prior_pairs", "top_eig",
+                             "prior_top_eig", "mp_edge"]]
     return Section("Does Bayesian sampling move hidden layers?", text,
                    [("Width exponents of the alignment gain", result["exponents"]),
                     ("Per cell", cells)], list(result["figures"].values()))
