@@ -194,7 +194,7 @@ def test_prior_spectrum_sits_at_the_marchenko_pastur_edge_and_the_kernel_floor_i
     for layer, q, tolerance in ((0, 7 / 256, 0.15), (1, 1.0, 0.05)):
         edge = posterior.mp_edge(prior, layer)
         assert edge == pytest.approx((1 + math.sqrt(q)) ** 2)
-        assert abs(float(posterior.top_eigenvalue(prior, layer).mean()) / edge - 1) < tolerance
+        assert abs(float(posterior.top_eigenvalue(prior.weights[layer]).mean()) / edge - 1) < tolerance
     cell = posterior.posterior_cell(task, 16, "rejection", posterior.PosteriorSettings(
         samples=50, prior_samples=200, permutations=10))
     assert cell["kernel_distance"].notna().all() and (cell["kernel_distance_floor"] >= 0).all()

@@ -27,6 +27,8 @@ bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(bench_app, name="bench")
 
 JSON = typer.Option(False, "--json", help="Print the result as one JSON document on stdout.")
+SCALE = typer.Option("small", help="small or paper.")
+QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 STORE = typer.Option(None, "--store", help="DuckDB results file [default: $NNBIAS_STORE or "
                      "./nnbias-results/nnbias.duckdb].")
 
@@ -308,8 +310,7 @@ def claims(
         if run_id is None:
             raise NNBiasError(f"store {str(st.path)!r} holds no finished reproduce run; run `nnbias "
                               "reproduce` or name a run with --run")
-        if st.run_status(run_id) is None:
-            raise NNBiasError(f"run={run_id!r} is not in the store; `nnbias runs` lists them")
+        _known_run(st, run_id)
         rows = st.claims(run_id)
     if not rows:
         raise NNBiasError(f"run={run_id!r} has no claims (only experiment runs and reproduce runs do)")
@@ -565,7 +566,7 @@ def features(
     depth: int = typer.Option(2, help="Hidden layers (mean-field always uses one)."),
     networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 5]."),
     steps: int = typer.Option(None, help="Full-batch SGD steps [small: 100, paper: 500]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/features"), help="Folder for figures.",
@@ -596,7 +597,7 @@ def gap(
     steps: int = typer.Option(None, help="Full-batch gradient-descent steps [small: 500, paper: 3000]."),
     curve_sizes: str = typer.Option(None, help="Training-set sizes of the sparse-parity curves "
                                                "[small: 50..800, paper: 25..3200]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/gap"), help="Folder for figures.",
@@ -630,13 +631,13 @@ def transfer(
     width: int = typer.Option(None, help="Hidden width [small: 512, paper: 2048]."),
     networks: int = typer.Option(None, help="Seeds per cell [small: 4, paper: 10]."),
     steps: int = typer.Option(None, help="Gradient-descent steps on A and on B [small: 500, paper: 2000]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Transfer in the tangent space against feature learning: pretrain on A, adapt on B, per learner."""
     from nnbias.experiments.transfer import run_transfer, settings_for
@@ -662,13 +663,13 @@ def inside(
     parametrizations: str = typer.Option("ntk,mup", help="Comma-separated: ntk, mup."),
     networks: int = typer.Option(None, help="Seeds per cell [small: 3, paper: 8]."),
     steps: int = typer.Option(None, help="Gradient-descent steps of the trained network [small: 500]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/inside"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Inside the kernel-regime solution: solve the empirical-NTK system, put p* back into the network."""
     from nnbias.experiments.inside import run_inside, settings_for
@@ -690,13 +691,13 @@ def posterior(
                                            "[small: all but langevin; paper: all]."),
     samples: int = typer.Option(None, help="Posterior networks per cell [small: 400, paper: 2000]."),
     temperature: float = typer.Option(None, help="Langevin's temperature T in exp(-L/T) [0.01]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/posterior"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Do the hidden layers of a Bayesian network leave their prior? Exact posteriors across widths."""
     from nnbias.experiments.posterior import run_posterior, settings_for
@@ -719,12 +720,12 @@ def gibbs(
     step_sizes: str = typer.Option(None, help="Langevin step sizes [small: 0.01,0.1,0.3,1]."),
     chains: int = typer.Option(None, help="Langevin chains and SGD runs per setting [small: 10000]."),
     draws: str = typer.Option(None, help="Prior draws of the exact reference [small: 1e6, paper: 1e7]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/gibbs"), help="Folder for figures.", callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Langevin against the exact Gibbs posterior; SGD settings against tempered posteriors."""
     from nnbias.experiments.gibbs import run_gibbs, settings_for
@@ -744,12 +745,12 @@ def bound(
                                          "[small: the first two; paper: all]."),
     corruptions: str = typer.Option(None, help="Label-corruption fractions [0,0.25,0.5,1]."),
     networks: int = typer.Option(None, help="SGD-trained networks per setting [small: 8, paper: 32]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/bound"), help="Folder for figures.", callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """The PAC-Bayes marginal-likelihood bound (EP on the NNGP) against SGD's measured test error."""
     from nnbias.experiments.bound import run_bound, settings_for
@@ -768,13 +769,13 @@ def routes(
     widths: str = typer.Option(None, help="Hidden widths [small: 2,4,8,32,128; paper: 1..1024]."),
     samples: int = typer.Option(None, help="Networks per route and width [small: 4000, paper: 40000]."),
     readouts: int = typer.Option(None, help="Prior readouts tried per random hidden layer [small: 256]."),
-    scale: str = typer.Option("small", help="small or paper."),
+    scale: str = SCALE,
     seed: int = typer.Option(0),
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/routes"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QUIET,
 ) -> None:
     """Three routes to fitting S: last-layer vs all-layer sampling, and SGD, across widths."""
     from nnbias.experiments.routes import run_routes, settings_for

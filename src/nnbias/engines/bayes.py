@@ -48,10 +48,15 @@ def concatenate(parts: list[Ensemble]) -> Ensemble:
                     first.scales, first.bias_scales)
 
 
+def fit_mask(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(...,) bool: which rows of outputs (..., N) have the signs of the 0/1 labels y (N,)."""
+    return ((outputs > 0) == (y.reshape(-1) > 0.5)).all(-1)
+
+
 def fits(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(K,) bool: the networks whose outputs have the signs of the 0/1 labels y on x."""
     with torch.no_grad():
-        return ((nets.forward(x) > 0) == (y.reshape(-1) > 0.5)).all(1)
+        return fit_mask(nets.forward(x), y)
 
 
 @dataclass
@@ -110,19 +115,27 @@ def langevin_posterior(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, tempera
     return nets.from_params(train(fn, params, x, y, config, generator).params)
 
 
-def gibbs_weights(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, temperature: float,
-                  loss: str = "ce") -> np.ndarray:
-    """Normalised weights exp(-L_k/T) / sum of prior draws k: reweighted, they sample the Gibbs
-    posterior exp(-L/T) prior exactly in the limit of many draws (the reference for Langevin)."""
-    temperature = check_positive("temperature", temperature)
-    with torch.no_grad():
-        out = nets.forward(x).double()
+def mean_losses(outputs: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> np.ndarray:
+    """(K,) each network's mean ``loss`` over (x, y) from its outputs (K, N) on x, as ``train`` reads
+    the labels (0/1 labels are classes under mse too)."""
     y = y.reshape(1, -1).double()
-    classes = bool(((y == 0) | (y == 1)).all())  # as ``train`` reads 0/1 labels under mse
-    losses = per_network_loss(out, y.expand_as(out), loss, classes).numpy()
-    log_w = -losses / temperature
+    classes = bool(((y == 0) | (y == 1)).all())
+    return per_network_loss(outputs.double(), y.expand_as(outputs), loss, classes).numpy()
+
+
+def boltzmann_weights(losses: np.ndarray, temperature: float) -> np.ndarray:
+    """Normalised weights exp(-L_k/T) / sum of prior draws k with mean losses L_k: reweighted, the
+    draws sample the Gibbs posterior exp(-L/T) prior exactly in the limit of many draws."""
+    log_w = -np.asarray(losses, float) / check_positive("temperature", temperature)
     w = np.exp(log_w - log_w.max())
     return w / w.sum()
+
+
+def gibbs_weights(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, temperature: float,
+                  loss: str = "ce") -> np.ndarray:
+    """``boltzmann_weights`` of prior draws ``nets`` on (x, y): the reference Langevin is judged by."""
+    with torch.no_grad():
+        return boltzmann_weights(mean_losses(nets.forward(x), y, loss), temperature)
 
 
 def effective_sample_size(weights: np.ndarray) -> float:

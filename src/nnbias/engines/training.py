@@ -185,9 +185,11 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
         # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
         order = torch.argsort(torch.rand(k, n, generator=generator), dim=1) if batch < n else None
         for start in range(0, n - batch + 1, batch):
-            idx = order[:, start:start + batch] if batch < n else None  # each network's own minibatch
-            xb = x[idx] if batch < n else x
-            yb = torch.gather(y.expand(k, n), 1, idx) if batch < n else y.expand(k, n)
+            if order is None:
+                xb, yb = x, y.expand(k, n)
+            else:
+                idx = order[:, start:start + batch]  # each network's own minibatch
+                xb, yb = x[idx], torch.gather(y.expand(k, n), 1, idx)
             out = fn(params, xb)
             batch_loss = per_network_loss(out, yb, config.loss, classification)
             bad = ~torch.isfinite(batch_loss)

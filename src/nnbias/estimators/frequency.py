@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -111,3 +112,13 @@ def compare_distributions(counts_a: np.ndarray, counts_b: np.ndarray, permutatio
             "tv_upper": float(np.quantile(boot, 0.975)),
             "kl": float((pa * np.log(pa / pb)).sum()) if both.any() else float("nan"),
             "mass_outside": float(a[~both].sum() / na)}
+
+
+def count_columns(counts: np.ndarray) -> dict[str, int]:
+    """A distribution over numbered functions as stored cell columns n0, n1, ... (one per function)."""
+    return {f"n{c}": int(n) for c, n in enumerate(counts)}
+
+
+def column_counts(row: pd.Series) -> np.ndarray:
+    """The counts ``count_columns`` wrote, back from a stored row, in function order."""
+    return row[[c for c in row.index if c.startswith("n") and c[1:].isdigit()]].to_numpy(np.int64)

@@ -30,18 +30,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnbias.engines.bayes import effective_sample_size, fits, gibbs_weights, langevin_posterior
+from nnbias.engines.bayes import (
+    boltzmann_weights,
+    effective_sample_size,
+    fit_mask,
+    langevin_posterior,
+    mean_losses,
+)
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
-from nnbias.estimators.frequency import goodness_of_fit
+from nnbias.estimators.frequency import column_counts, count_columns, goodness_of_fit
 from nnbias.executor import progress
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
+from nnbias.tasks.boolean import sign_codes
 from nnbias.tasks.datasets import Dataset, boolean_task
 
 TV_MARGIN = 0.05  # "Langevin samples the Gibbs posterior": TV to the exact one at most this
@@ -104,8 +111,7 @@ def spec_for(task: Dataset, s: GibbsSettings) -> NetworkSpec:
 def function_codes(nets: Ensemble, x: torch.Tensor) -> np.ndarray:
     """(K,) the function of each network on x as a number (first input most significant)."""
     with torch.no_grad():
-        bits = (nets.forward(x) > 0).long()
-    return (bits * (2 ** torch.arange(x.shape[0] - 1, -1, -1))).sum(1).numpy()
+        return sign_codes(nets.forward(x))
 
 
 def distribution(codes: np.ndarray, cells: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -113,16 +119,19 @@ def distribution(codes: np.ndarray, cells: int, weights: np.ndarray | None = Non
 
 
 def references(task: Dataset, s: GibbsSettings) -> pd.DataFrame:
-    """Exact P(f on E) of the tempered posteriors (and P_B), from reweighted prior draws."""
+    """Exact P(f on E) of the tempered posteriors (and P_B), from reweighted prior draws: one forward
+    pass of the draws on S and E serves every temperature and the rejection posterior."""
     nets = sample_ensemble(spec_for(task, s), s.draws, torch.Generator().manual_seed(chunk_seed(s.seed, 0)))
-    codes, cells = function_codes(nets, task.x_test), 2**s.test
-    x, y = task.x_train.float(), task.y_train.float()
+    m, y = len(task.y_train), task.y_train.float()
+    with torch.no_grad():
+        out = nets.forward(torch.cat([task.x_train, task.x_test]).float())
+    codes, cells, losses = sign_codes(out[:, m:]), 2**s.test, mean_losses(out[:, :m], y)
     rows = []
     for t in sorted({*s.temperatures, s.temperature}):
-        w = gibbs_weights(nets, x, y, t)
+        w = boltzmann_weights(losses, t)
         rows.append({"temperature": t, "ess": effective_sample_size(w),
                      **{f"p{c}": p for c, p in enumerate(distribution(codes, cells, w))}})
-    fit = fits(nets, x, y).numpy()
+    fit = fit_mask(out[:, :m], y).numpy()
     p_b = distribution(codes[fit], cells) / max(fit.sum(), 1)
     rows.append({"temperature": REJECTION, "ess": float(fit.sum()),
                  **{f"p{c}": p for c, p in enumerate(p_b)}})
@@ -137,7 +146,7 @@ def langevin_cell(task: Dataset, step: float, s: GibbsSettings) -> pd.DataFrame:
                               generator=torch.Generator().manual_seed(key + 1))
     counts = distribution(function_codes(nets, task.x_test), 2**s.test)
     return pd.DataFrame([{"method": "langevin", "lr": step, "batch": 0, "converged": s.chains,
-                          **{f"n{c}": n for c, n in enumerate(counts)}}])
+                          **count_columns(counts)}])
 
 
 def sgd_cell(task: Dataset, lr: float, batch: int, s: GibbsSettings) -> pd.DataFrame:
@@ -152,7 +161,7 @@ def sgd_cell(task: Dataset, lr: float, batch: int, s: GibbsSettings) -> pd.DataF
     codes = function_codes(start.from_params(result.params), task.x_test)[ok.numpy()]
     counts = distribution(codes, 2**s.test)
     return pd.DataFrame([{"method": "sgd", "lr": lr, "batch": batch, "converged": int(ok.sum()),
-                          **{f"n{c}": n for c, n in enumerate(counts)}}])
+                          **count_columns(counts)}])
 
 
 def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
@@ -187,16 +196,12 @@ def _probabilities(refs: pd.DataFrame, temperature: float) -> np.ndarray:
     return row[[c for c in refs.columns if c.startswith("p")]].to_numpy(float)
 
 
-def _counts(row: pd.Series) -> np.ndarray:
-    return row[[c for c in row.index if c.startswith("n") and c[1:].isdigit()]].to_numpy(float)
-
-
 def langevin_table(cells: pd.DataFrame, refs: pd.DataFrame, s: GibbsSettings) -> pd.DataFrame:
     """Per step size: TV to the exact Gibbs posterior, its 95 % upper bound, the chi-square p-value."""
     exact = _probabilities(refs, s.temperature)
     rows = []
     for _, row in cells[cells["method"] == "langevin"].sort_values("lr").iterrows():
-        counts = _counts(row)
+        counts = column_counts(row)
         tv, tv_hi = v.tv_upper_bound(counts, exact)
         _, _, p = goodness_of_fit(counts, exact)
         rows.append({"lr": row["lr"], "tv": tv, "tv_upper": tv_hi, "p_value": p})
@@ -207,7 +212,7 @@ def tempering_table(cells: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
     """TV of every SGD setting's P(f|S) to every tempered posterior (and P_B, temperature 0)."""
     rows = []
     for _, row in cells[cells["method"] == "sgd"].iterrows():
-        counts = _counts(row)
+        counts = column_counts(row)
         for _, ref in refs.iterrows():
             p = _probabilities(refs, ref["temperature"])
             rows.append({"lr": row["lr"], "batch": int(row["batch"]), "converged": int(row["converged"]),

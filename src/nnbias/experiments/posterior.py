@@ -170,10 +170,10 @@ def layer_statistics(reps: list[torch.Tensor], y: torch.Tensor, groups: list[sli
             for h in reps]
 
 
-def top_eigenvalue(nets: Ensemble, layer: int) -> torch.Tensor:
-    """(K,) largest eigenvalue of W^T W / fan_out of each network's raw weights of ``layer``: for
-    N(0, 1) entries it converges to the Marchenko-Pastur edge (1 + sqrt(fan_in / fan_out))^2."""
-    w = nets.weights[layer].double()
+def top_eigenvalue(weights: torch.Tensor) -> torch.Tensor:
+    """(K,) largest eigenvalue of W^T W / fan_out of each of K raw weight matrices (K, fan_out, fan_in):
+    for N(0, 1) entries it converges to the Marchenko-Pastur edge (1 + sqrt(fan_in / fan_out))^2."""
+    w = weights.double()
     return torch.linalg.eigvalsh(w.transpose(1, 2) @ w / w.shape[1])[:, -1]
 
 
@@ -216,8 +216,9 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                 if post_reps and 2 * n <= prior.size else math.nan)
         pair_prior = (float(linear_cka(prior_reps[layer][n:2 * n], prior_reps[layer][:n]).mean())
                       if 2 * n <= prior.size else math.nan)
-        eig = ((float(top_eigenvalue(nets, layer).mean()), float(top_eigenvalue(prior, layer)[:n].mean()),
-                mp_edge(nets, layer)) if layer < s.depth and nets.size else (math.nan,) * 3)
+        eig = ((float(top_eigenvalue(nets.weights[layer]).mean()),
+                float(top_eigenvalue(prior.weights[layer][:n]).mean()), mp_edge(nets, layer))
+               if layer < s.depth and nets.size else (math.nan,) * 3)
         if nets.size >= 2:
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample

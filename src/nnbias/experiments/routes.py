@@ -39,19 +39,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnbias.engines.bayes import rejection_posterior
+from nnbias.engines.bayes import fit_mask, rejection_posterior
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig
 from nnbias.errors import check_choice, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
-from nnbias.estimators.frequency import compare_distributions
+from nnbias.estimators.frequency import column_counts, compare_distributions, count_columns
 from nnbias.estimators.posterior import trained_functions
 from nnbias.executor import progress
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
+from nnbias.tasks.boolean import sign_codes
 from nnbias.tasks.datasets import Dataset, boolean_task
 
 ROUTES = ("last-sample", "last-train", "all-sample", "all-train")
@@ -105,12 +106,6 @@ def spec_for(width: int) -> NetworkSpec:
     return NetworkSpec(7, (width,), "relu", sigma_w=1.0, sigma_b=1.0, parametrization="ntk")
 
 
-def codes_on(outputs: torch.Tensor) -> np.ndarray:
-    """(K,) each row's signs on E as a number, first input most significant."""
-    bits = (outputs > 0).long()
-    return (bits * (2 ** torch.arange(outputs.shape[-1] - 1, -1, -1))).sum(-1).numpy()
-
-
 def last_layer_samples(nets: Ensemble, task: Dataset, readouts: int, generator: torch.Generator
                        ) -> tuple[np.ndarray, np.ndarray]:
     """For each network's (frozen) hidden layer, ``readouts`` prior readouts: (the function on E of the
@@ -125,10 +120,10 @@ def last_layer_samples(nets: Ensemble, task: Dataset, readouts: int, generator: 
         out = torch.baddbmm((draws[:, :, width] * nets.bias_scales[-1]).unsqueeze(2), draws[:, :, :width], h,
                             alpha=nets.scales[-1])  # (K, R, N)
     m = len(task.y_train)
-    fit = ((out[:, :, :m] > 0) == (task.y_train > 0.5)).all(2)  # (K, R)
+    fit = fit_mask(out[:, :, :m], task.y_train)  # (K, R)
     first = torch.argmax(fit.to(torch.uint8), dim=1)
     chosen = out[torch.arange(k), first, m:]
-    codes = np.where(fit.any(1).numpy(), codes_on(chosen), -1)
+    codes = np.where(fit.any(1).numpy(), sign_codes(chosen), -1)
     return codes, fit.double().mean(1).numpy()
 
 
@@ -142,7 +137,7 @@ def route_cell(task: Dataset, width: int, route: str, s: RoutesSettings) -> pd.D
     if route == "all-sample":
         sample = rejection_posterior(spec, x, y, s.samples, key, s.max_draws)
         with torch.no_grad():
-            codes = codes_on(sample.nets.forward(task.x_test.float()))
+            codes = sign_codes(sample.nets.forward(task.x_test.float()))
         tried, fitted = sample.draws, sample.nets.size
     elif route == "last-sample":
         generator = torch.Generator().manual_seed(key)
@@ -156,12 +151,12 @@ def route_cell(task: Dataset, width: int, route: str, s: RoutesSettings) -> pd.D
         chunk = trained_functions(spec, task.x_train, task.y_train, task.x_test, config, key, 0, s.samples,
                                   last_layer=route == "last-train")
         counts = chunk.functions
-        codes = np.repeat([int.from_bytes(t.tobytes(), "big") >> (8 * counts.tables.shape[1] - s.test)
-                           for t in counts.tables], counts.counts)
+        bits = torch.from_numpy(np.unpackbits(counts.tables, axis=1, count=s.test))
+        codes = np.repeat(sign_codes(bits), counts.counts)
         tried, fitted = s.samples, chunk.converged
     counts = np.bincount(codes.astype(np.int64), minlength=cells) if len(codes) else np.zeros(cells, int)
     return pd.DataFrame([{"width": width, "route": route, "tried": int(tried), "fitted": int(fitted),
-                          "acceptance_cv": spread, **{f"n{c}": int(n) for c, n in enumerate(counts)}}])
+                          "acceptance_cv": spread, **count_columns(counts)}])
 
 
 def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
@@ -183,16 +178,12 @@ def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False) 
     return {"run_id": run_id, "cells": cells, "pairs": pairs, "figures": figs, "claims": judged}
 
 
-def _counts(row: pd.Series) -> np.ndarray:
-    return row[[c for c in row.index if c.startswith("n") and c[1:].isdigit()]].to_numpy(np.int64)
-
-
 def compare_routes(cells: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Per width and pair of routes: TV, its permutation p-value and bootstrap upper bound, and the
     Pearson correlation of log frequencies over the functions both saw at least twice."""
     rows = []
     for width, g in cells.groupby("width"):
-        by_route = {r.route: _counts(r) for _, r in g.iterrows()}
+        by_route = {r.route: column_counts(r) for _, r in g.iterrows()}
         for a, b in PAIRS:
             if a not in by_route or b not in by_route:
                 continue

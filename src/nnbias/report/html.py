@@ -140,8 +140,8 @@ def store_sections(store: Any, run_id: str, sections: list[Section]) -> None:
         tables += [{"section": i, "position": j, "caption": caption,
                     "frame": _frame_json(frame)}
                    for j, (caption, frame) in enumerate(s.tables)]
-        figures += [{"section": i, "position": j, "name": _png(f)[0], "png": _png(f)[1]}
-                    for j, f in enumerate(s.figures)]
+        figures += [{"section": i, "position": j, "name": name, "png": png}
+                    for j, (name, png) in enumerate(map(_png, s.figures))]
     for name, frame in (("report_sections", rows), ("report_tables", tables), ("report_figures", figures)):
         store.replace_table(name, run_id, pd.DataFrame(frame))
 

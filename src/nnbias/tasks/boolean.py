@@ -54,6 +54,13 @@ def packed_to_bit_strings(packed: np.ndarray, length: int) -> list[str]:
     return [row.tobytes().decode("ascii") for row in chars]
 
 
+def sign_codes(outputs: torch.Tensor) -> np.ndarray:
+    """(...,) the signs of each row of outputs (..., N) as a number: the function on those N inputs,
+    the first input the most significant bit (as in a truth table's string)."""
+    bits = (outputs > 0).long()
+    return (bits * (2 ** torch.arange(outputs.shape[-1] - 1, -1, -1))).sum(-1).numpy()
+
+
 def strings_to_bits(tables: list[str]) -> np.ndarray:
     """Truth-table strings of equal length -> (K, N) uint8 array of 0/1."""
     raw = np.frombuffer("".join(tables).encode("ascii"), dtype=np.uint8)
