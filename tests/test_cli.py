@@ -100,6 +100,15 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["routes", "--readouts", "0"], "readouts=0"),
     (["bound", "--corruptions", "2"], "corruption=2.0"),
     (["bound", "--tasks", "cifar"], "task='cifar'"),
+    (["architectures", "--tasks", "cifar"], "task='cifar'"),
+    (["architectures", "--cnn-widths", "0"], "width=0"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--layers", "conv1d:4:3:valid,relu,flatten,dense:1",
+      "--input-shape", "1,2"], "filter 3 is larger than the input (2)"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--layers", "relu,flatten,dense:1", "--input-shape", "1,3"],
+     "do not match input_shape=(1, 3)"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--layers", "dense:1", "--depth", "2"],
+     "--depth describes an MLP"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--memory", "1e9"], "--memory applies to --layers only"),
     (["show", "no-such-run"], "does not exist; run an experiment first"),
     (["export", "no-such-run", "--csv", "out"], "does not exist; run an experiment first"),
 ])
@@ -184,6 +193,26 @@ def test_kernel_command_writes_the_analytic_kernel(tmp_path):
     step = nnbias("kernel", "--x", str(tmp_path / "x.npy"), "--activation", "step", "--kind", "ntk",
                   "--out", str(tmp_path / "k.npy"))
     assert step.returncode == 2 and "does not exist" in step.stderr
+
+
+def test_kernel_command_takes_a_layer_description(tmp_path):
+    """--layers/--input-shape: a pooled CNN's CNTK, the same as the Python API's (in a tiny memory budget)."""
+    import numpy as np
+    import torch
+
+    from nnbias.engines.serial import SerialKernelFn
+    from nnbias.layers import LayeredSpec
+
+    x = np.random.default_rng(0).normal(size=(6, 2 * 16))
+    np.save(tmp_path / "x.npy", x)
+    layers = "conv2d:8:3:same,relu,conv2d:8:3:circular,relu,gap,dense:1"
+    r = nnbias("kernel", "--x", str(tmp_path / "x.npy"), "--layers", layers, "--input-shape", "2,4,4",
+               "--sigma-w", "1.5", "--sigma-b", "0.2", "--kind", "ntk", "--memory", "1e5",
+               "--out", str(tmp_path / "k.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    spec = LayeredSpec((2, 4, 4), layers, 1.5, 0.2)
+    expected = SerialKernelFn(spec)(torch.from_numpy(x), kind="ntk").numpy()
+    assert np.allclose(np.load(tmp_path / "k.npy"), expected, rtol=1e-12, atol=0)
 
 
 def test_sgd_vs_bayes_json_and_bad_input(tmp_path):

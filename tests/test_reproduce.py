@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from nnbias.estimators.verdicts import VERDICTS
+from nnbias.experiments.architectures import ArchitecturesSettings
 from nnbias.experiments.bound import BoundSettings
 from nnbias.experiments.features import FeaturesSettings
 from nnbias.experiments.gap import GapSettings
@@ -47,7 +48,10 @@ def reproduced(tmp_path_factory):
         bounds = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 1.0), networks=2, max_epochs=100)
         result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
                            features=feat, gap=gap, transfer=moved, inside=solved, posterior=post,
-                           gibbs=gibbs, bound=bounds,
+                           gibbs=gibbs, bound=bounds, architectures=ArchitecturesSettings(
+                               tasks=("digits-10",), mlp_widths=(16,), cnn_widths=(4,), networks=2, steps=40,
+                               kernel_train=150, kernel_test=100, pooled_train=60, pooled_test=40,
+                               boolean_samples=400),
                            routes=RoutesSettings(widths=(2, 8), samples=200, readouts=32, max_epochs=50))
         tables = {r[0] for r in st.con.execute("SHOW TABLES").fetchall()}
         stored = st.claims(result["run_id"])
@@ -57,7 +61,7 @@ def reproduced(tmp_path_factory):
 def test_reproduce_writes_a_self_contained_report(reproduced):
     result, tables, stored, out = reproduced
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 21
+    assert html.count("data:image/png;base64,") == 23
     assert "<th>verdict</th>" in html and "<th>rule</th>" in html and not re.search(r'src="(?!data:)', html)
     assert {"pfmap_top", "pfmap_theorem", "pfmap_exact", "kernels_results", "sgd_bayes_summary",
             "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells",
@@ -130,7 +134,7 @@ def test_report_renders_in_a_real_browser(reproduced):
         assert browser.save_screenshot(str(out / "report.png"))
     finally:
         browser.quit()
-    assert len(widths) == 21 and all(w > 0 for w in widths), widths
+    assert len(widths) == 23 and all(w > 0 for w in widths), widths
     assert errors == []
     assert len(verdicts) == len(reproduced[0]["claims"])  # every row's verdict cell is styled by its word
     assert (out / "report.png").stat().st_size > 20_000

@@ -381,37 +381,65 @@ def reproduce(
 
 @app.command()
 def kernel(
-    x: Path = typer.Option(..., "--x", help="Inputs, an (N, d) .npy array."),
+    x: Path = typer.Option(..., "--x", help="Inputs, an (N, d) .npy array (images flattened row-major)."),
     x2: Path = typer.Option(None, "--x2", help="Second inputs (M, d) .npy [default: x]."),
-    depth: int = typer.Option(1, help="Number of hidden layers (dense + activation each)."),
-    activation: str = typer.Option("relu", help="relu, erf, linear, tanh, gelu, sign, step."),
+    depth: int = typer.Option(None, help="MLP: number of hidden layers (dense + activation each) [1]."),
+    activation: str = typer.Option(None, help="MLP: relu, erf, linear, tanh, gelu, sign, step [relu]."),
+    layers: str = typer.Option(None, help="A layer description instead of an MLP, e.g. "
+                                          "'conv2d:64:3:same,relu,conv2d:64:3:same,relu,gap,dense:1' "
+                                          "(dense:OUT, conv1d|conv2d:CHANNELS:FILTER[:same|valid|circular|"
+                                          "N[:STRIDE]], flatten, gap, activations)."),
+    input_shape: str = typer.Option(None, help="With --layers: the shape each row of x is, e.g. 1,40 "
+                                               "(channels, length) or 1,8,8 [d: flat]."),
     sigma_w: float = typer.Option(1.0),
     sigma_b: float = typer.Option(0.0),
     kind: str = typer.Option("nngp", help="nngp or ntk."),
     parametrization: str = typer.Option("ntk", help="ntk or standard."),
-    width: int = typer.Option(1024, help="Hidden width (only the standard-parametrization NTK uses it)."),
+    width: int = typer.Option(None, help="MLP, standard-parametrization NTK: hidden width [1024]."),
+    memory: str = typer.Option(None, help="With --layers: bytes one block of the computation may use, "
+                                          "e.g. 2e9 [1e9 per block, about 2^30]."),
     dtype: str = typer.Option("float64", help="float32 or float64."),
     out: Path = typer.Option(..., "--out", help="Where to write the (N, M) kernel as .npy."),
     as_json: bool = JSON,
 ) -> None:
-    """Analytic NNGP/NTK Gram matrix of an MLP, between .npy files (language-neutral)."""
+    """Analytic NNGP/NTK Gram matrix of an MLP or of a layer description (CNN-GP, CNTK), between
+    .npy files (language-neutral)."""
     import numpy as np
     import torch
 
-    from nnbias.engines.kernels import KernelFn
-    from nnbias.spec import NetworkSpec
-
     check_choice("kind", kind, ("nngp", "ntk"))
     check_choice("dtype", dtype, ("float32", "float64"))
-    check_int("depth", depth, minimum=0)
     if out.suffix != ".npy" or out.is_dir():  # np.save would append .npy and report another name
         raise NNBiasError(f"out={str(out)!r} is not allowed; give a file path ending in .npy")
     arrays = [_load_npy(p) for p in (x, x2) if p is not None]
-    spec = NetworkSpec(arrays[0].shape[1] if arrays[0].ndim == 2 else 1, (width,) * depth, activation,
-                       sigma_b > 0, "gaussian", sigma_w, sigma_b,
-                       parametrization=parametrization)
-    gram = KernelFn(spec)(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
-                          kind=kind, dtype=getattr(torch, dtype))
+    if layers is None:
+        for name, value in (("input-shape", input_shape), ("memory", memory)):
+            if value is not None:
+                raise NNBiasError(f"--{name} applies to --layers only; give a layer description or leave "
+                                  f"--{name} out")
+        from nnbias.engines.kernels import KernelFn
+        from nnbias.spec import NetworkSpec
+
+        check_int("depth", 1 if depth is None else depth, minimum=0)
+        spec = NetworkSpec(arrays[0].shape[1], (width or 1024,) * (1 if depth is None else depth),
+                           activation or "relu", sigma_b > 0, "gaussian", sigma_w, sigma_b,
+                           parametrization=parametrization)
+        compute = KernelFn(spec)
+        options: dict[str, Any] = {}
+    else:
+        for name, value in (("depth", depth), ("activation", activation), ("width", width)):
+            if value is not None:
+                raise NNBiasError(f"--{name} describes an MLP; with --layers the layer string says it "
+                                  "(leave --" + name + " out)")
+        from nnbias.engines.serial import SerialKernelFn
+        from nnbias.layers import LayeredSpec
+
+        shape = (arrays[0].shape[1],) if input_shape is None else parse_widths(input_shape, "input-shape")
+        spec = LayeredSpec(shape, layers, sigma_w, sigma_b, sigma_b > 0, "gaussian", parametrization)
+        compute = SerialKernelFn(spec)
+        options = {} if memory is None else {"memory": parse_count("memory", memory)}
+    gram = compute(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
+                   kind=kind, dtype=getattr(torch, dtype), **options)
     try:
         with open(out, "wb") as f:  # the exact name given, never a second one
             np.save(f, gram.numpy())
@@ -762,6 +790,41 @@ def bound(
     with Store(store) as st:
         result = run_bound(st, settings, out, quiet)
     emit_experiment(result, ("run_id", "cells", "figures", "claims"), result["cells"], as_json)
+
+
+@app.command()
+def architectures(
+    tasks: str = typer.Option(None, help="Comma-separated: mnist1d-10, digits-10 [both]."),
+    mlp_widths: str = typer.Option(None, help="MLP hidden widths [small: 100; paper: 100,400,1600]."),
+    cnn_widths: str = typer.Option(None, help="CNN channels [small: 25; paper: 25,100,400]."),
+    networks: int = typer.Option(None, help="Seeds per model and width, trained at once "
+                                              "[small: 3, paper: 8]."),
+    steps: int = typer.Option(None, help="Adam steps (minibatches of 100) [6000, MNIST-1D's standard]."),
+    boolean_samples: str = typer.Option(None, help="Random networks per Boolean-image architecture "
+                                                   "[small: 2e4, paper: 1e6]."),
+    scale: str = SCALE,
+    seed: int = typer.Option(0),
+    store: Path = STORE,
+    out: Path = typer.Option(Path("nnbias-results/architectures"), help="Folder for figures.",
+                             callback=writable_dir),
+    as_json: bool = JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Architecture as the prior: logistic/MLP/CNN and their NNGP/NTK and CNN-GP/CNTK on MNIST-1D-10 and
+    digits-10; P(f) of a CNN against an FCN on binary images."""
+    from nnbias.experiments.architectures import run_architectures, settings_for
+    from nnbias.store import Store
+
+    settings = settings_for(scale, tasks=parse_names(tasks),
+                            mlp_widths=parse_widths(mlp_widths, "mlp-widths") if mlp_widths else None,
+                            cnn_widths=parse_widths(cnn_widths, "cnn-widths") if cnn_widths else None,
+                            networks=networks, steps=steps,
+                            boolean_samples=parse_count("boolean-samples", boolean_samples)
+                            if boolean_samples else None, seed=check_seed(seed))
+    with Store(store) as st:
+        result = run_architectures(st, settings, out, quiet)
+    emit_experiment(result, ("run_id", "accuracy", "gaps", "boolean", "figures", "claims"), result["gaps"],
+                    as_json)
 
 
 @app.command()

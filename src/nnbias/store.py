@@ -170,7 +170,7 @@ class Store:
     def finish_run(self, run_id: str) -> None:
         """Mark the run done and, in the same transaction, sum its chunks' function counts into
         ``function_counts``."""
-        with self._transaction():
+        with self.transaction():
             self.con.execute(
                 "INSERT INTO function_counts SELECT run_id, any_value(n_inputs), truth_table, sum(count) "
                 "FROM chunk_function_counts WHERE run_id = ? GROUP BY run_id, truth_table "
@@ -180,7 +180,8 @@ class Store:
                              "AND status <> 'done'", [dt.datetime.now(), run_id])
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all (a cell stored in two tables)."""
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
@@ -219,7 +220,7 @@ class Store:
         frame = pd.DataFrame([{"position": i, **{k: c.get(k, "") for k in
                                                  ("claim", "measured", "verdict", "rule", "decide")}}
                               for i, c in enumerate(claims)])
-        with self._transaction():
+        with self.transaction():
             self.con.execute("DELETE FROM claims WHERE run_id = ?", [run_id])
             if len(frame):
                 self.append_rows("claims", run_id, frame)
@@ -246,7 +247,7 @@ class Store:
         """
         frame = pd.DataFrame({"truth_table": tables, "count": np.asarray(counts, np.int64)})
         samples = int(frame["count"].sum()) if stats is None else int(stats[1]["trained"])
-        with self._transaction():
+        with self.transaction():
             self.con.register("chunk_counts", frame)
             self.con.execute(
                 "INSERT INTO chunk_function_counts SELECT ?, ?, ?, truth_table::BIT, count FROM chunk_counts",

@@ -21,6 +21,7 @@ quadrature. The Gram matrix is computed in blocks, so memory stays bounded.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,6 +86,18 @@ class _Quadrature:
         return value, deriv
 
 
+def dual_fn(activation: str, method: str = "auto", quadrature_nodes: int = 96):
+    """The activation's dual ``(k11, k22, k12, derivative) -> (E[phi phi'], E[dphi dphi'] or None)``,
+    elementwise over broadcastable tensors: a closed form where one exists (``auto``), else quadrature."""
+    check_choice("method", method, ("auto", "closed_form", "quadrature"))
+    if method == "closed_form":
+        require(activation in CLOSED_FORMS, f"activation={activation!r} has no closed-form kernel; "
+                                            f"closed forms exist for {sorted(CLOSED_FORMS)}")
+    if method == "quadrature" or (method == "auto" and activation not in CLOSED_FORMS):
+        return _Quadrature(activation, quadrature_nodes)
+    return functools.partial(_closed_form, activation)
+
+
 def _widths(spec: NetworkSpec) -> list[int]:
     return [spec.input_dim, *spec.hidden]
 
@@ -97,19 +110,8 @@ class KernelFn:
                 f"parametrization={spec.parametrization!r} has a degenerate infinite-width kernel "
                 "(its readout scales as 1/width); analytic kernels exist for 'standard' and 'ntk'")
         self.spec = spec
-        check_choice("method", method, ("auto", "closed_form", "quadrature"))
-        if method == "closed_form":
-            require(spec.activation in CLOSED_FORMS,
-                    f"activation={spec.activation!r} has no closed-form kernel; "
-                    f"closed forms exist for {sorted(CLOSED_FORMS)}")
-        use_quadrature = method == "quadrature" or (method == "auto"
-                                                     and spec.activation not in CLOSED_FORMS)
-        self.quadrature = _Quadrature(spec.activation, quadrature_nodes) if use_quadrature else None
-
-    def _dual(self, k11, k22, k12, derivative):
-        if self.quadrature is not None:
-            return self.quadrature(k11, k22, k12, derivative)
-        return _closed_form(self.spec.activation, k11, k22, k12, derivative)
+        self.dual = dual_fn(spec.activation, method, quadrature_nodes)
+        self.quadrature = self.dual if isinstance(self.dual, _Quadrature) else None
 
     def _diagonal(self, x: torch.Tensor) -> list[torch.Tensor]:
         """K(x, x) before each activation, for every hidden layer."""
@@ -118,7 +120,7 @@ class KernelFn:
         for _ in self.spec.hidden:
             k = self.spec.sigma_w**2 * q + (self.spec.sigma_b**2 if self.spec.bias else 0.0)
             out.append(k)
-            q = self._dual(k, k, k, False)[0]
+            q = self.dual(k, k, k, False)[0]
         return out
 
     def _block(self, x1, x2, d1, d2, ntk: bool, same: bool):
@@ -139,7 +141,7 @@ class KernelFn:
                     theta = fan_in * q + (1.0 if spec.bias else 0.0) + spec.sigma_w**2 * theta
             if layer == spec.depth:
                 return k, theta
-            q, dot = self._dual(d1[layer].unsqueeze(1), d2[layer].unsqueeze(0), k, ntk)
+            q, dot = self.dual(d1[layer].unsqueeze(1), d2[layer].unsqueeze(0), k, ntk)
             if ntk:
                 theta = theta * dot
         raise AssertionError("unreachable")

@@ -115,7 +115,14 @@ def centre(fn: Callable, origin: list[torch.Tensor] | None) -> Callable:
 
 
 def per_network_loss(out: torch.Tensor, y: torch.Tensor, loss: str, classification: bool) -> torch.Tensor:
-    """(K,) mean loss over each network's batch; out and y are (K, B)."""
+    """(K,) mean loss over each network's batch; out and y are (K, B), or out (K, B, k) for k classes
+    (softmax cross-entropy, or 1/2 |f - onehot|^2 for mse) with y the labels 0..k-1."""
+    if out.ndim == 3:
+        labels = y.long()
+        if loss == "ce":
+            return torch.nn.functional.cross_entropy(out.transpose(1, 2), labels, reduction="none").mean(1)
+        target = torch.nn.functional.one_hot(labels, out.shape[2]).to(out.dtype)
+        return 0.5 * ((out - target) ** 2).sum(2).mean(1)
     if loss == "ce":
         return torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none").mean(1)
     target = 2 * y - 1 if classification else y
@@ -135,8 +142,17 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
                         f"allowed 1..{n}")
     # 0/1 labels are classes only when the loss or the stopping rule asks for classes;
     # otherwise MSE regresses on y as given
-    wants_classes = config.loss == "ce" or config.stop == "accuracy"
-    classification = wants_classes and bool(((y == 0) | (y == 1)).all())
+    with torch.no_grad():
+        probe = fn(params, x[:1])
+    k = params[0].shape[0]
+    require(probe.shape[0] == k, f"fn gives {probe.shape[0]} network outputs but the parameters hold {k} "
+                                 "networks; they must match")
+    classes = probe.shape[2] if probe.ndim == 3 else 2  # a k-output readout: k classes
+    if probe.ndim == 3:
+        require(bool(((y >= 0) & (y < classes) & (y == y.round())).all()),
+                f"a {classes}-output network needs labels 0..{classes - 1}")
+    wants_classes = config.loss == "ce" or config.stop == "accuracy" or probe.ndim == 3
+    classification = wants_classes and bool(((y >= 0) & (y < classes) & (y == y.round())).all())
     require(config.loss == "mse" or classification,
             "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
     if config.stop == "accuracy":
@@ -150,7 +166,6 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     # frozen tensors need no gradient: autograd then does not backpropagate into them
     params = [p.detach().clone().requires_grad_(t) for p, t in zip(params, trainable, strict=True)]
     learned = [p for p, t in zip(params, trainable, strict=True) if t]
-    k = params[0].shape[0]
     state = [torch.zeros_like(p) for p in params]
     second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
     active = torch.ones(k, dtype=torch.bool)
@@ -161,8 +176,9 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     def evaluate():
         with torch.no_grad():
             out = fn(params, x)
-            loss = per_network_loss(out, y.expand_as(out), config.loss, classification)
-            acc = ((out > 0).to(dtype) == y).to(dtype).mean(1) if classification else \
+            loss = per_network_loss(out, y.expand(k, n), config.loss, classification)
+            guess = out.argmax(2) if out.ndim == 3 else (out > 0)
+            acc = (guess.to(dtype) == y).to(dtype).mean(1) if classification else \
                 torch.full((k,), math.nan, dtype=dtype)
         return loss, acc
 
@@ -173,10 +189,6 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             return loss <= config.loss_threshold
         return torch.zeros_like(active)
 
-    with torch.no_grad():
-        outputs = fn(params, x[:1]).shape[0]
-    require(outputs == k, f"fn gives {outputs} network outputs but the parameters hold {k} networks; "
-                          "they must match")
     loss, acc = evaluate()
     active &= ~met(loss, acc)
     for _epoch in range(config.max_epochs):

@@ -11,6 +11,7 @@
 * ``expression_size``: operations (``sympy.count_ops``) of the smaller of
   sympy's minimised sum-of-products and product-of-sums forms of f (the
   original code's measure).
+* ``translation_invariant``: whether a function of binary images ignores cyclic shifts.
 
 ``COMPLEXITY_VERSION`` names this set of definitions; the store's cache keeps
 it beside each row and recomputes rows written under another version.
@@ -26,6 +27,7 @@ import pandas as pd
 import sympy
 from sympy.logic import POSform, SOPform
 
+from nnbias.errors import require
 from nnbias.tasks.boolean import strings_to_bits
 
 COMPLEXITY_VERSION = 2  # 1: expression_size counted literals and took POS of NOT f
@@ -121,3 +123,21 @@ def complexity_table(tables: list[str], with_expression: bool = True) -> pd.Data
         "expression_size": pd.array([expression_size(t) if with_expression else None
                                      for t in tables], dtype="Int64"),
     })
+
+
+def translation_invariant(tables: list[str], height: int, width: int) -> np.ndarray:
+    """Whether each truth table of a function of height x width binary images (pixels row-major, the
+    first pixel the most significant bit) is unchanged by every cyclic shift of the image: the
+    structure a circular convolution followed by pooling has built in."""
+    n = height * width
+    bits = strings_to_bits(tables)
+    require(bits.shape[1] == 2**n, f"truth tables of length {bits.shape[1]} are not functions of "
+                                   f"{height}x{width} binary images (expected {2**n})")
+    pixels = (np.arange(2**n)[:, None] >> np.arange(n - 1, -1, -1)) & 1
+    images = pixels.reshape(-1, height, width)
+    weights = 2 ** np.arange(n - 1, -1, -1)
+    invariant = np.ones(len(tables), dtype=bool)
+    for axis in (1, 2):
+        shifted = np.roll(images, 1, axis=axis).reshape(-1, n) @ weights  # input index of each shift
+        invariant &= (bits[:, shifted] == bits).all(1)
+    return invariant

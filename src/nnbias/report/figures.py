@@ -399,3 +399,47 @@ def three_routes(pairs, path: Path) -> Path:
            title="Three routes to fitting S")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def architecture_accuracy(accuracy, kernels, published: dict, path: Path) -> Path:
+    """Test accuracy per task: trained models across widths (mean and 95 % interval over seeds), their
+    infinite-width kernels (NNGP, NTK) as bars, and the published accuracies as ticks."""
+    tasks = list(accuracy["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = accuracy[accuracy["task"] == task]
+        labels = [f"{r.model}" + (f" {r.width}" if r.model != "logistic" else "") for r in rows.itertuples()]
+        x = np.arange(len(rows))
+        ax.errorbar(x, rows["test_acc"], yerr=[rows["test_acc"] - rows["lo"], rows["hi"] - rows["test_acc"]],
+                    fmt="o", color="C0", capsize=3, label="trained (Adam)")
+        for i, r in enumerate(rows.itertuples()):
+            if r.model in published.get(task, {}):
+                ax.plot(i, published[task][r.model], "_", color="k", ms=18, mew=2,
+                        label="published" if i == 0 else None)
+        k = kernels[kernels["task"] == task]
+        kx = np.arange(len(k)) + len(rows) + 0.5
+        colours = ["C1" if kind == "nngp" else "C2" for kind in k["kind"]]
+        ax.bar(kx, k["test_acc"], color=colours, width=0.7)
+        klabels = [f"{r.kernel} {r.kind}" + (f"\n(train {r.train})" if r.train < k["train"].max() else "")
+                   for r in k.itertuples()]
+        ax.set_xticks(list(x) + list(kx), labels + klabels, rotation=60, ha="right", fontsize=7)
+        ax.set(ylim=(0, 1), ylabel="test accuracy", title=task)
+        ax.bar([], [], color="C1", label="NNGP / CNN-GP")
+        ax.bar([], [], color="C2", label="NTK / CNTK")
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def architecture_functions(functions, boolean, path: Path) -> Path:
+    """Random CNN against FCN on 3x3 binary images: P(f) against rank, and P(f) against LZ."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (name, g) in enumerate(functions.groupby("architecture", sort=False)):
+        total = int(boolean.set_index("architecture").loc[name, "samples"])
+        p = g["count"].to_numpy() / total
+        left.loglog(g["rank"], p, ".", ms=2, color=f"C{i}", label=name)
+        right.semilogy(g["lz"], p, ".", ms=3, alpha=0.4, color=f"C{i}", label=name)
+    left.set(xlabel="rank", ylabel="P(f)", title="Rank-frequency on 3x3 binary images")
+    right.set(xlabel="LZ complexity", ylabel="P(f)", title="P(f) against complexity")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    return _save(fig, path)
