@@ -146,3 +146,21 @@ def test_structured_ntk_equals_jacobian_contraction(parametrization, activation,
             return fn(p, x)[k].unsqueeze(1)
         assert torch.allclose(fast[k], ntk_of_function(one, params, X, X[:4], strategy="jacobian"),
                               atol=1e-10)
+
+
+def test_symmetric_gram_matrix_from_the_upper_triangle():
+    """Without a second input set only the blocks on and above the diagonal are computed: the result
+    is exactly symmetric and equals computing every block (up to the pinned diagonal's rounding)."""
+    import torch
+
+    from nnbias.engines.kernels import KernelFn
+    from nnbias.spec import NetworkSpec
+
+    spec = NetworkSpec(5, (64, 64), "relu", sigma_w=1.3, sigma_b=0.2, parametrization="ntk")
+    x = torch.randn(10, 5, dtype=torch.float64)
+    for kind in ("nngp", "ntk"):
+        tri = KernelFn(spec)(x, kind=kind, block=3)
+        assert torch.equal(tri, tri.T)
+        assert torch.allclose(tri, KernelFn(spec)(x, x.clone(), kind=kind, block=3), rtol=1e-7, atol=0)
+        one_block = KernelFn(spec)(x, kind=kind, block=64)
+        assert torch.allclose(tri, one_block, rtol=1e-12, atol=0)

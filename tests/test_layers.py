@@ -189,3 +189,18 @@ def test_translation_invariance_of_image_functions():
         )
     ]
     assert translation_invariant(tables, 3, 3).tolist() == [True, False, True, False]
+
+
+def test_stacked_convolutions_match_torch_conv_one_network_at_a_time():
+    """K networks' forward pass (windows times filters, batched over networks) against torch's conv2d
+    with the same explicit padding, each network alone: SAME with stride 2 pads (1, 1) rows, (0, 1)
+    columns of a 5x6 image (lax's convention), CIRCULAR wraps."""
+    spec = LayeredSpec((2, 5, 6), "conv2d:4:3:same:2,relu,conv2d:3:2:circular,flatten,dense:1", sigma_b=0.5,
+                       parametrization="standard")
+    nets = sample_serial(spec, 3, torch.Generator().manual_seed(0), torch.float64)
+    x = torch.randn(7, 60, dtype=torch.float64)
+    p = nets.params
+    for k in range(3):
+        h = F.conv2d(F.pad(x.reshape(7, 2, 5, 6), (0, 1, 1, 1)), p[0][k], p[1][k], stride=2).relu()
+        h = F.conv2d(F.pad(h, (0, 1, 0, 1), mode="circular"), p[2][k], p[3][k]).flatten(1)
+        assert torch.allclose(nets.forward(x)[k], (h @ p[4][k].T + p[5][k])[:, 0], rtol=1e-12, atol=1e-12)

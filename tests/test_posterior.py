@@ -78,6 +78,8 @@ def test_posterior_cells_fit_s_and_resume(tmp_path, monkeypatch):
         cells = first["cells"]
         exact = cells[cells["method"] == "rejection"]
         assert (exact["fit_share"] == 1.0).all() and (exact["networks"] == 60).all()
+        assert ((cells["test_error"] >= 0) & (cells["test_error"] <= 1)).all()
+        assert any("Langevin at small T" in c["claim"] for c in first["claims"])
         assert set(cells["layer"]) == {"layer 1", "layer 2", "readout"}
         assert ((cells["energy_p"] > 0) & (cells["energy_p"] <= 1)).all()
         assert (tmp_path / "out" / "posterior_layers.png").stat().st_size > 0
@@ -111,6 +113,17 @@ def test_posterior_claims_support_and_contradict():
     assert words[:2] == [v.CONTRADICTED, v.CONTRADICTED] and words[3] == v.CONTRADICTED
 
 
+def test_langevin_check_against_rejection_can_say_no():
+    def readouts(langevin_error: float) -> pd.DataFrame:
+        return pd.DataFrame([{"width": w, "method": m, "layer": posterior.READOUT, "networks": 400,
+                              "test_error": e, "test_error_sd": 0.05}
+                             for w in (8, 32)
+                             for m, e in (("rejection", 0.30), ("langevin", langevin_error))])
+    assert posterior.langevin_check(readouts(0.301))[0]["verdict"] == v.SUPPORTED
+    assert posterior.langevin_check(readouts(0.40))[0]["verdict"] == v.CONTRADICTED
+    assert posterior.langevin_check(readouts(0.40)[lambda f: f["method"] == "rejection"]) == []
+
+
 def test_gibbs_experiment_resumes_and_its_verdict_can_say_no(tmp_path):
     s = gibbs.GibbsSettings(draws=50_000, chains=500, steps=50, step_sizes=(0.1, 1.0), sgd_lrs=(0.1,),
                             sgd_batches=(6,), sgd_epochs=50, temperatures=(0.1, 1.0))
@@ -139,9 +152,24 @@ def test_bound_claims_can_come_out_against_the_bound():
     assert bound.bound_claims(pd.DataFrame(rows))[0]["verdict"] == v.CONTRADICTED
 
 
+def test_ep_against_rejection_can_say_no():
+    def cells(log_p_ep: float, fitted: int = 400) -> pd.DataFrame:
+        p = fitted / 100_000
+        return pd.DataFrame([{"m": 16, "corruption": 0.0, "log_p_s": log_p_ep, "rejection_draws": 100_000,
+                              "fitted": fitted, "log_p_rejection": math.log(p),
+                              "log_p_rejection_lo": math.log(p * 0.9),
+                              "log_p_rejection_hi": math.log(p * 1.1)}])
+    assert bound.ep_against_rejection(cells(math.log(0.004)))[0]["verdict"] == v.SUPPORTED
+    assert bound.ep_against_rejection(cells(math.log(0.004) - 5))[0]["verdict"] == v.CONTRADICTED
+    assert bound.ep_against_rejection(cells(math.log(0.004), fitted=3))[0]["verdict"] == v.INCONCLUSIVE
+
+
 def test_bound_cell_measures_what_it_says():
-    s = bound.BoundSettings(networks=3, max_epochs=200)
+    s = bound.BoundSettings(networks=3, max_epochs=200, rejection_draws=20_000)
     cell = bound.bound_cell("bool7-0011", 16, 0.0, s).iloc[0]
+    assert 0 < cell["fitted"] <= 20_000
+    assert cell["log_p_rejection"] == pytest.approx(math.log(cell["fitted"] / 20_000))
+    assert cell["log_p_rejection_lo"] < cell["log_p_rejection"] < cell["log_p_rejection_hi"] < 0
     assert cell["log_p_s"] < 0 and 0 < cell["bound"] < 1
     assert cell["bound"] == pytest.approx(bound.pac_bayes_bound(cell["log_p_s"], 16))
     assert 0 <= cell["error"] <= 1 and cell["converged"] == 3

@@ -7,11 +7,13 @@ naming the value and what is allowed, and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ app.add_typer(bench_app, name="bench")
 JSON = typer.Option(False, "--json", help="Print the result as one JSON document on stdout.")
 SCALE = typer.Option("small", help="small or paper.")
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+EXECUTOR = typer.Option("threads", help="threads (this process) or dask.")
+WORKERS = typer.Option(None, help="Threads or local Dask worker processes [default: all cores].")
+SCHEDULER = typer.Option(None, help="Address of a running Dask scheduler (with --executor dask).")
 STORE = typer.Option(None, "--store", help="DuckDB results file [default: $NNBIAS_STORE or "
                      "./nnbias-results/nnbias.duckdb].")
 
@@ -127,11 +132,17 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
-def _executor(kind: str, workers: int | None, scheduler: str | None):
+@contextlib.contextmanager
+def executing(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """The executor the options ask for (refusing options that do not apply), closed afterwards."""
     from nnbias.executor import make_executor
 
     check_choice("executor", kind, ("threads", "dask"))
-    return make_executor(kind, workers, scheduler)
+    ex = make_executor(kind, workers, scheduler)
+    try:
+        yield ex
+    finally:
+        getattr(ex, "close", lambda: None)()
 
 
 def _spec(inputs: int, hidden: str, activation: str, prior: str, sigma_w: float, sigma_b: float,
@@ -179,12 +190,8 @@ def pfmap(
                          parse_count("chunk_size", chunk_size), device=device)
     settings = PfmapSettings(cfg, parse_count("theorem_samples", theorem_samples),
                              parse_count("exact_samples", exact_samples), check_int("top", top, minimum=1))
-    ex = _executor(executor, workers, scheduler)
-    try:
-        with Store(store) as st:
-            result = run_pfmap(st, settings, out, ex, quiet)
-    finally:
-        getattr(ex, "close", lambda: None)()
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_pfmap(st, settings, out, ex, quiet)
     top_rows = result["top"][["truth_table", "count", "p", "p_lo", "p_hi", "lz", "entropy"]]
     human = (f"{result['samples']:,} samples, {result['distinct_functions']:,} distinct functions "
              f"(run {result['run_id']})\n{top_rows.to_string(index=False)}\n\n"
@@ -356,9 +363,9 @@ def reproduce(
                                             "sizes: hours, or a GPU / cluster)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    executor: str = typer.Option("threads", help="threads or dask."),
-    workers: int = typer.Option(None),
-    scheduler: str = typer.Option(None),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     as_json: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
@@ -369,12 +376,8 @@ def reproduce(
 
     settings = scale_settings(scale, check_seed(seed),
                               parse_count("samples", samples) if samples else None, device=device)
-    ex = _executor(executor, workers, scheduler)
-    try:
-        with Store(store) as st:
-            result = run(st, out, executor=ex, quiet=quiet, **settings)
-    finally:
-        getattr(ex, "close", lambda: None)()
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run(st, out, executor=ex, quiet=quiet, **settings)
     emit({"report": result["report"], "claims": result["claims"]}, as_json,
          claims_text(result["claims"]) + f"\nreport: {result['report']}")
 
@@ -397,7 +400,7 @@ def kernel(
     parametrization: str = typer.Option("ntk", help="ntk or standard."),
     width: int = typer.Option(None, help="MLP, standard-parametrization NTK: hidden width [1024]."),
     memory: str = typer.Option(None, help="With --layers: bytes one block of the computation may use, "
-                                          "e.g. 2e9 [1e9 per block, about 2^30]."),
+                                          "e.g. 2e9 [2^28, 256 MiB]."),
     dtype: str = typer.Option("float64", help="float32 or float64."),
     out: Path = typer.Option(..., "--out", help="Where to write the (N, M) kernel as .npy."),
     as_json: bool = JSON,
@@ -477,10 +480,14 @@ def kernels(
     scale: str = typer.Option("small", help="small or paper (widths to 4096, 16 convergence seeds, "
                                             "2000 networks per fluctuation cell)."),
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/kernels"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Kernel predictors (NNGP, NTK) against trained finite networks; NTK convergence and fluctuations."""
     from nnbias.experiments.kernels import run_kernels, settings_for
@@ -489,8 +496,8 @@ def kernels(
     settings = settings_for(scale, tasks=parse_names(tasks),
                             widths=parse_widths(widths, "widths") if widths else None, depth=depth,
                             networks=networks, steps=steps, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_kernels(st, settings, out)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_kernels(st, settings, out, quiet, ex)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
          + claims_text(result["claims"]))
 
@@ -552,9 +559,9 @@ def sgd_vs_bayes(
                                                "fit S by then are counted."),
     scale: str = typer.Option("small", help="small (minutes) or paper (Mingard et al.'s sample sizes)."),
     seed: int = typer.Option(0),
-    executor: str = typer.Option("threads", help="threads or dask."),
-    workers: int = typer.Option(None),
-    scheduler: str = typer.Option(None),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/sgd_bayes"), help="Folder for figures.",
                              callback=writable_dir),
@@ -574,12 +581,8 @@ def sgd_vs_bayes(
         rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
         lr=lr, max_epochs=max_epochs, seed=check_seed(seed))
     check_tasks(settings)
-    ex = _executor(executor, workers, scheduler)
-    try:
-        with Store(store) as st:
-            result = run_sgd_bayes(st, settings, out, ex, quiet)
-    finally:
-        getattr(ex, "close", lambda: None)()
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_sgd_bayes(st, settings, out, ex, quiet)
     emit_experiment(result, ("run_id", "summary", "figures", "claims"),
                     result["summary"].drop(columns=["run_id"]), as_json)
 
@@ -596,10 +599,14 @@ def features(
     steps: int = typer.Option(None, help="Full-batch SGD steps [small: 100, paper: 500]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/features"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Coordinate check and width sweep of feature movement per abc-parametrization, with fitted exponents."""
     from nnbias.experiments.features import run_features, settings_for
@@ -610,8 +617,8 @@ def features(
         tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, depth=check_int("depth", depth, minimum=1),
         networks=networks, steps=steps, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_features(st, settings, out)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_features(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "coord_exponents", "exponents", "figures", "claims"),
                     result["exponents"], as_json)
 
@@ -627,10 +634,14 @@ def gap(
                                                "[small: 50..800, paper: 25..3200]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/gap"), help="Folder for figures.",
                              callback=writable_dir),
     as_json: bool = JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Where the kernel gap opens: full vs linearised vs muP networks vs NNGP/NTK on a task ladder,
     and sample-complexity curves on sparse parity."""
@@ -642,8 +653,8 @@ def gap(
         widths=parse_widths(widths, "widths") if widths else None, networks=networks, steps=steps,
         curve_sizes=parse_counts("curve size", curve_sizes),
         seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_gap(st, settings, out)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_gap(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
                              "claims"), result["summary"], as_json)
 
@@ -661,6 +672,9 @@ def transfer(
     steps: int = typer.Option(None, help="Gradient-descent steps on A and on B [small: 500, paper: 2000]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/transfer"), help="Folder for figures.",
                              callback=writable_dir),
@@ -678,8 +692,8 @@ def transfer(
         scale, pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
         seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_transfer(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_transfer(st, settings, out, quiet, ex)
     table = result["gains"][result["gains"]["n"] == settings.claim_size]
     emit_experiment(result, ("run_id", "gains", "figures", "claims"), table, as_json)
 
@@ -693,6 +707,9 @@ def inside(
     steps: int = typer.Option(None, help="Gradient-descent steps of the trained network [small: 500]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/inside"), help="Folder for figures.",
                              callback=writable_dir),
@@ -706,8 +723,8 @@ def inside(
     settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
                             parametrizations=parse_names(parametrizations),
                             networks=networks, steps=steps, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_inside(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_inside(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
 
 
@@ -721,6 +738,9 @@ def posterior(
     temperature: float = typer.Option(None, help="Langevin's temperature T in exp(-L/T) [0.01]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/posterior"), help="Folder for figures.",
                              callback=writable_dir),
@@ -737,8 +757,8 @@ def posterior(
     if temperature is not None and "langevin" not in settings.methods:
         raise NNBiasError(f"temperature={temperature:g} applies to the langevin method only; "
                           f"methods are {','.join(settings.methods)}")
-    with Store(store) as st:
-        result = run_posterior(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_posterior(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
 
 
@@ -750,6 +770,9 @@ def gibbs(
     draws: str = typer.Option(None, help="Prior draws of the exact reference [small: 1e6, paper: 1e7]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/gibbs"), help="Folder for figures.", callback=writable_dir),
     as_json: bool = JSON,
@@ -762,8 +785,8 @@ def gibbs(
     settings = settings_for(scale, temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
                             chains=chains, draws=parse_count("draws", draws) if draws else None,
                             seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_gibbs(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_gibbs(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "langevin", "figures", "claims"), result["langevin"], as_json)
 
 
@@ -775,6 +798,9 @@ def bound(
     networks: int = typer.Option(None, help="SGD-trained networks per setting [small: 8, paper: 32]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/bound"), help="Folder for figures.", callback=writable_dir),
     as_json: bool = JSON,
@@ -787,8 +813,8 @@ def bound(
     settings = settings_for(scale, tasks=parse_names(tasks),
                             corruptions=parse_floats("corruptions", corruptions),
                             networks=networks, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_bound(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_bound(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "cells", "figures", "claims"), result["cells"], as_json)
 
 
@@ -804,6 +830,9 @@ def architectures(
                                                    "[small: 2e4, paper: 1e6]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/architectures"), help="Folder for figures.",
                              callback=writable_dir),
@@ -821,8 +850,8 @@ def architectures(
                             networks=networks, steps=steps,
                             boolean_samples=parse_count("boolean-samples", boolean_samples)
                             if boolean_samples else None, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_architectures(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_architectures(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "accuracy", "gaps", "boolean", "figures", "claims"), result["gaps"],
                     as_json)
 
@@ -834,6 +863,9 @@ def routes(
     readouts: int = typer.Option(None, help="Prior readouts tried per random hidden layer [small: 256]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    executor: str = EXECUTOR,
+    workers: int = WORKERS,
+    scheduler: str = SCHEDULER,
     store: Path = STORE,
     out: Path = typer.Option(Path("nnbias-results/routes"), help="Folder for figures.",
                              callback=writable_dir),
@@ -846,8 +878,8 @@ def routes(
 
     settings = settings_for(scale, widths=parse_widths(widths, "widths") if widths else None,
                             samples=samples, readouts=readouts, seed=check_seed(seed))
-    with Store(store) as st:
-        result = run_routes(st, settings, out, quiet)
+    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+        result = run_routes(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "pairs", "figures", "claims"), result["pairs"], as_json)
 
 

@@ -1,4 +1,5 @@
-"""Run independent chunks of work in-process (threads) or on a Dask cluster.
+"""Run independent chunks of work in-process (threads) or on a Dask cluster: sampling and training
+chunks (an index each) and the cells of every experiment's sweep (``run_cells``).
 
 The executor only moves work and results: each chunk is a pure function of
 its index (its seed is derived from the run seed and the index), and the
@@ -14,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -75,6 +77,19 @@ class DaskExecutor:
             self.client = Client(self.cluster)
 
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        """Chunks in completion order. A worker that dies has its chunks redone on the others (Dask
+        retries a chunk whose workers died up to ``distributed.scheduler.allowed-failures`` times);
+        a chunk that keeps killing workers is one error naming it."""
+        from distributed import KilledWorker
+
+        try:
+            yield from self._map_unordered(fn, chunks)
+        except KilledWorker as e:
+            raise NNBiasError(f"dask workers died each time they ran one unit of work ({e.args[0]}); "
+                              "the usual cause is running out of memory: give workers more memory, "
+                              "use fewer threads per worker or a smaller chunk") from None
+
+    def _map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
         from distributed import as_completed
 
         todo = iter(chunks)
@@ -143,3 +158,28 @@ def run_chunks(executor: LocalExecutor | DaskExecutor, fn: Callable[[int], Any],
         for chunk, result in executor.map_unordered(fn, chunks):
             commit(chunk, result)
             advance()
+
+
+@dataclass(frozen=True)
+class CellWork:
+    """Cell i of a sweep as a unit of work: ``fn(*before, *cells[i], *after)``. A module-level ``fn``
+    and picklable arguments make it runnable on a Dask worker as well as in a thread."""
+
+    fn: Callable[..., Any]
+    cells: tuple[tuple, ...]
+    before: tuple = ()
+    after: tuple = ()
+
+    def __call__(self, i: int) -> Any:
+        return self.fn(*self.before, *self.cells[i], *self.after)
+
+
+def run_cells(executor: LocalExecutor | DaskExecutor | None, fn: Callable[..., Any], cells: list[tuple],
+              commit: Callable[[tuple, Any], None], label: str, quiet: bool = False,
+              before: tuple = (), after: tuple = ()) -> None:
+    """The cells of a sweep (task x width x seed ...) on the executor (one thread in this process by
+    default); each finished cell is committed here, by the store's only writer, in completion order.
+    Each cell's seed comes from its key, so the stored results do not depend on that order."""
+    work = CellWork(fn, tuple(cells), before, after)
+    run_chunks(executor or LocalExecutor(1), work, list(range(len(cells))),
+               lambda i, result: commit(cells[i], result), label, quiet)

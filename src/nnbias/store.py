@@ -44,7 +44,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,10 @@ class Store:
             self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
         finally:
             self.con.unregister("incoming")
+
+    def appender(self, name: str, run_id: str) -> Callable[[tuple, pd.DataFrame], None]:
+        """``commit(cell, rows)`` for ``executor.run_cells``: a finished cell's rows go to table ``name``."""
+        return lambda _cell, frame: self.append_rows(name, run_id, frame)
 
     def _has_table(self, name: str) -> bool:
         return bool(self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",

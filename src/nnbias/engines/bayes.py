@@ -96,6 +96,18 @@ def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wan
     return RejectionSample(select(concatenate(kept), torch.arange(min(found, wanted))), draws)
 
 
+def fit_count(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, draws: int, seed: int,
+              chunk: int = 4096) -> int:
+    """How many of ``draws`` prior networks fit (x, y): P(S) = count / draws by rejection. Chunk c is
+    drawn as :func:`rejection_posterior` draws it, so the two agree on the same seed."""
+    draws, chunk = check_int("draws", draws, minimum=1), check_int("chunk", chunk, minimum=1)
+    seed, found = check_seed(seed), 0
+    for index, start in enumerate(range(0, draws, chunk)):
+        generator = torch.Generator().manual_seed(chunk_seed(seed, index))
+        found += int(fits(sample_ensemble(spec, min(chunk, draws - start), generator), x, y).sum())
+    return found
+
+
 def check_unit_gaussian(spec: NetworkSpec) -> None:
     """Langevin's prior term assumes trained parameters ~ N(0, 1): the NTK parametrization's raw draws."""
     require(spec.prior == "gaussian" and spec.parametrization == "ntk",

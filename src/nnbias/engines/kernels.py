@@ -16,7 +16,8 @@ the network input, E[phi(u) phi(v)] after an activation):
 readout with the same sigma_w, sigma_b comes on top; the kernel is that of the
 scalar output. Closed forms: relu (arc-cosine), erf (Williams), linear, and
 for the NNGP also step and sign; any other activation by 2-D Gauss-Hermite
-quadrature. The Gram matrix is computed in blocks, so memory stays bounded.
+quadrature. The Gram matrix is computed in blocks, so memory stays bounded, and of a symmetric one
+(no second input set) only the blocks on and above the diagonal.
 """
 
 from __future__ import annotations
@@ -167,10 +168,13 @@ class KernelFn:
         nngp = torch.empty(x1.shape[0], x2.shape[0], dtype=dtype)
         ntk = torch.empty_like(nngp) if kind != "nngp" else None
         for i in range(0, x1.shape[0], block):
-            for j in range(0, x2.shape[0], block):
+            # a symmetric Gram matrix: the blocks on and above the diagonal, the rest by transposition
+            for j in range(i if x2_is_x1 else 0, x2.shape[0], block):
                 k, t = self._block(x1[i:i + block], x2[j:j + block], [d[i:i + block] for d in d1],
                                    [d[j:j + block] for d in d2], kind != "nngp", x2_is_x1 and i == j)
-                nngp[i:i + block, j:j + block] = k
-                if ntk is not None:
-                    ntk[i:i + block, j:j + block] = t
+                for out, value in ((nngp, k), (ntk, t)):
+                    if out is not None:
+                        out[i:i + block, j:j + block] = value
+                        if x2_is_x1 and j != i:
+                            out[j:j + block, i:i + block] = value.T
         return {"nngp": nngp, "ntk": ntk, "both": (nngp, ntk)}[kind]

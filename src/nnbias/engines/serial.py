@@ -26,7 +26,7 @@ from nnbias.errors import check_choice, check_positive, require
 from nnbias.layers import KernelState, LayeredSpec
 from nnbias.tasks.boolean import pack
 
-DEFAULT_MEMORY = 2**30  # bytes one kernel block may use
+DEFAULT_MEMORY = 2**28  # bytes one kernel block may use (smaller blocks stay in cache: 2**30 was slower)
 _TEMPORARIES = 8  # live tensors of a block's size while a layer transforms it
 
 

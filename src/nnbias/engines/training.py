@@ -274,6 +274,18 @@ def train_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
     return train(centre(fn, origin), params, x, y.double(), config, trainable=trainable)
 
 
+def mup_gd(nets, x: torch.Tensor, y: torch.Tensor, eta: float, steps: int, base_width: int,
+           start: list[torch.Tensor] | None = None, origin: list[torch.Tensor] | None = None) -> TrainResult:
+    """Full-batch gradient descent on the mean squared error with lr = eta (n / base_width)^-c: the
+    width scaling that carries a learning rate tuned at ``base_width`` to other widths (muTransfer),
+    for muP and mean-field networks. ``start``: where descent begins (default the initialisation);
+    ``origin``: see :func:`centre`."""
+    fn, p0 = nets.functional()
+    config = TrainConfig("sgd", check_positive("eta", eta) * nets.spec.lr_scale(base_width), None, "mse",
+                         check_int("steps", steps, minimum=1), "none")
+    return train(centre(fn, origin), p0 if start is None else start, x, y.double(), config)
+
+
 def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
                   start: list[torch.Tensor] | None = None,
                   origin: list[torch.Tensor] | None = None) -> TrainResult:

@@ -24,6 +24,7 @@ logistic 32 %, MLP 68 %, CNN 94 %. Each cell is stored when done; a rerun skips 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import zlib
@@ -41,7 +42,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import kernel_classify
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, scaled_settings
 from nnbias.layers import LayeredSpec
 from nnbias.measures.complexity import lz_complexity, translation_invariant
@@ -150,10 +151,15 @@ def _cell_seed(s: ArchitecturesSettings, *key: Any) -> int:
     return chunk_seed(s.seed, zlib.crc32(repr(key).encode()))
 
 
-def network_cell(
-    task: Dataset, task_name: str, model: str, width: int, s: ArchitecturesSettings
-) -> pd.DataFrame:
+@functools.lru_cache(maxsize=4)
+def load_task(name: str, seed: int) -> Dataset:
+    """A task, built once per process (cells run in threads or on Dask workers load their own)."""
+    return TASKS[name](seed)
+
+
+def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSettings) -> pd.DataFrame:
     """K networks of one (task, model, width), trained at once; their train and test accuracy."""
+    task = load_task(task_name, s.seed)
     spec = model_spec(task_name, model, width)
     generator = torch.Generator().manual_seed(_cell_seed(s, task_name, model, width))
     nets = sample_serial(spec, s.networks, generator)
@@ -180,8 +186,9 @@ def network_cell(
     )
 
 
-def kernel_cell(task: Dataset, task_name: str, name: str, s: ArchitecturesSettings) -> pd.DataFrame:
+def kernel_cell(task_name: str, name: str, s: ArchitecturesSettings) -> pd.DataFrame:
     """NNGP and NTK 10-class kernel regression of one architecture (mlp, cnn-flatten, cnn-gap)."""
+    task = load_task(task_name, s.seed)
     model, _, readout = name.partition("-")
     spec = model_spec(task_name, model, 1, readout or "flatten", "ntk")
     caps = (s.kernel_train, s.kernel_test) + ((s.pooled_train, s.pooled_test) if readout == "gap" else ())
@@ -248,9 +255,9 @@ def boolean_cell(name: str, s: ArchitecturesSettings) -> tuple[pd.DataFrame, pd.
 
 
 def run_architectures(
-    store: Store, s: ArchitecturesSettings, out: Path, quiet: bool = False
+    store: Store, s: ArchitecturesSettings, out: Path, quiet: bool = False, executor=None
 ) -> dict[str, Any]:
-    """Run (or resume) every cell; return the tables, figures and claims."""
+    """Run (or resume) every cell on ``executor``; return the tables, figures and claims."""
     run_id = store.start_run("architectures", s.to_dict(), s.seed)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])
@@ -266,28 +273,19 @@ def run_architectures(
         (t, k) for t in s.tasks for k in ("mlp", "cnn-flatten", "cnn-gap") if (t, k) not in kernels_done
     ]
     bool_cells = [(a,) for a in BOOLEAN if (a,) not in bool_done]
-    loaded: dict[str, Dataset] = {}
 
-    def task(name: str) -> Dataset:
-        if name not in loaded:
-            loaded[name] = TASKS[name](s.seed)
-        return loaded[name]
+    def commit_boolean(cell: tuple, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        with store.transaction():  # both tables or neither: a rerun then redoes the cell once
+            store.append_rows("architecture_boolean", run_id, frames[0])
+            store.append_rows("architecture_functions", run_id, frames[1])
 
-    with progress(
-        "architecture cells", len(net_cells) + len(kernel_cells) + len(bool_cells), quiet
-    ) as advance:
-        for t, m, w in net_cells:
-            store.append_rows("architecture_nets", run_id, network_cell(task(t), t, m, w, s))
-            advance()
-        for t, k in kernel_cells:
-            store.append_rows("architecture_kernels", run_id, kernel_cell(task(t), t, k, s))
-            advance()
-        for (a,) in bool_cells:
-            summary, functions = boolean_cell(a, s)
-            with store.transaction():
-                store.append_rows("architecture_functions", run_id, functions)
-                store.append_rows("architecture_boolean", run_id, summary)
-            advance()
+    run_cells(executor, network_cell, net_cells,
+              store.appender("architecture_nets", run_id), "trained networks", quiet,
+              after=(s,))
+    run_cells(executor, kernel_cell, kernel_cells,
+              store.appender("architecture_kernels", run_id), "kernels", quiet,
+              after=(s,))
+    run_cells(executor, boolean_cell, bool_cells, commit_boolean, "Boolean-image P(f)", quiet, after=(s,))
     store.finish_run(run_id)
     nets = store.table("architecture_nets", run_id).drop(columns="run_id")
     kernels = store.table("architecture_kernels", run_id).drop(columns="run_id")

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from nnbias.engines.bayes import fit_count
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.sampler import chunk_seed
@@ -37,7 +38,8 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.ep import ep_log_probability
-from nnbias.executor import progress
+from nnbias.estimators.frequency import clopper_pearson
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -54,6 +56,9 @@ DELTA = 0.05
 TRACKS = 0.5  # "the bound tracks the error": Spearman rho over settings at least this
 CHANCE = 0.5  # a bound at or above chance error says nothing about a binary task
 DECIDE = "more settings or networks"
+REJECTION_TASKS = ("bool7-0011",)
+EP_FACTOR = 2.0  # "EP's P(S) agrees with rejection's": |ln P_EP - ln P_rejection| <= 2 (a factor e^2)
+MIN_FITS = 10  # rejection estimates from fewer fits are reported, not judged
 
 
 def pac_bayes_bound(log_p_s: float, m: int, delta: float = DELTA) -> float:
@@ -81,11 +86,13 @@ class BoundSettings:
     networks: int = 8  # SGD-trained networks per cell
     lr: float = 0.003  # Adam, minibatches of 16 (or the whole S when smaller)
     max_epochs: int = 1000
+    rejection_draws: int = 200_000  # prior draws counting fits to S (Boolean task): P(S) by rejection
     seed: int = 0
 
     def __post_init__(self) -> None:
         for t in self.tasks:
             check_task(TASKS, t)
+        check_int("rejection_draws", self.rejection_draws, minimum=1, maximum=10**11)
         for c in self.corruptions:
             require(0 <= c <= 1, f"corruption={c} is not allowed; expected 0 <= c <= 1")
         for w in self.hidden:
@@ -98,7 +105,7 @@ class BoundSettings:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-PAPER = {"tasks": tuple(TASKS), "networks": 32, "max_epochs": 3000}
+PAPER = {"tasks": tuple(TASKS), "networks": 32, "max_epochs": 3000, "rejection_draws": 20_000_000}
 
 
 def settings_for(scale: str, **overrides: Any) -> BoundSettings:
@@ -114,6 +121,16 @@ def bound_cell(task_name: str, m: int, corruption: float, s: BoundSettings) -> p
     spec = NetworkSpec(task.dim, s.hidden, "relu", sigma_w=1.0, sigma_b=1.0)
     kernel = KernelFn(spec)(task.x_train, kind="nngp").numpy()
     log_p = ep_log_probability(kernel, 2.0 * y.double().numpy() - 1.0)
+    rejection = {"rejection_draws": 0, "fitted": 0, "log_p_rejection": math.nan,
+                 "log_p_rejection_lo": math.nan, "log_p_rejection_hi": math.nan}
+    if task_name in REJECTION_TASKS:  # P(S) is large enough to count fits only on the Boolean task
+        fitted = fit_count(spec, task.x_train.float(), y.float(), s.rejection_draws, key)
+        lo, hi = clopper_pearson(np.array([fitted]), s.rejection_draws)
+        with np.errstate(divide="ignore"):
+            rejection = {"rejection_draws": s.rejection_draws, "fitted": fitted,
+                         "log_p_rejection": math.log(fitted / s.rejection_draws) if fitted else -math.inf,
+                         "log_p_rejection_lo": float(np.log(lo[0])),
+                         "log_p_rejection_hi": float(np.log(hi[0]))}
     generator = torch.Generator().manual_seed(key)
     nets = sample_ensemble(spec, s.networks, generator, torch.float64)
     fn, params = nets.functional()
@@ -123,24 +140,45 @@ def bound_cell(task_name: str, m: int, corruption: float, s: BoundSettings) -> p
     return pd.DataFrame([{"task": task_name, "m": m, "corruption": corruption, "log_p_s": log_p,
                           "bound": pac_bayes_bound(log_p, m), "error": float(errors.mean()),
                           "error_sd": float(errors.std(ddof=1)) if len(errors) > 1 else math.nan,
-                          "networks": len(errors), "converged": int(result.converged.sum())}])
+                          "networks": len(errors), "converged": int(result.converged.sum()), **rejection}])
 
 
-def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every (task, m, corruption) cell; return the table, figure and claims."""
+def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False,
+              executor=None) -> dict[str, Any]:
+    """Run (or resume) every (task, m, corruption) cell on ``executor``; return the table, figure and
+    claims."""
     run_id = store.start_run("bound", s.to_dict(), s.seed)
     done = store.done_cells("bound_cells", run_id, ["task", "m", "corruption"])
     todo = [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions if (t, m, c) not in done]
-    with progress("PAC-Bayes bound cells", len(todo), quiet) as advance:
-        for task_name, m, corruption in todo:
-            store.append_rows("bound_cells", run_id, bound_cell(task_name, m, corruption, s))
-            advance()
+    run_cells(executor, bound_cell, todo, store.appender("bound_cells", run_id),
+              "PAC-Bayes bound cells", quiet, after=(s,))
     store.finish_run(run_id)
     cells = store.table("bound_cells", run_id).drop(columns="run_id")
     judged = bound_claims(cells)
     store.save_claims(run_id, judged)
     figs = {"pac_bayes_bound": figures.pac_bayes_bound(cells, out / "pac_bayes_bound.png")}
     return {"run_id": run_id, "cells": cells, "figures": figs, "claims": judged}
+
+
+def ep_against_rejection(cells: pd.DataFrame) -> list[dict[str, str]]:
+    """EP's log P(S) against the rejection count's (Clopper-Pearson interval), where the Boolean task's
+    prior draws fitted S at least MIN_FITS times; the others are listed, not judged."""
+    counted = cells[cells["rejection_draws"] > 0] if "rejection_draws" in cells else cells.iloc[:0]
+    if not len(counted):
+        return []
+    judged = counted[counted["fitted"] >= MIN_FITS]
+    verdicts = [v.equals(v.Interval(r.log_p_rejection - r.log_p_s, r.log_p_rejection_lo - r.log_p_s,
+                                    r.log_p_rejection_hi - r.log_p_s), 0.0, EP_FACTOR, "more rejection draws")
+                for r in judged.itertuples()]
+    texts = [f"m={int(r.m)} c={r.corruption:g}: ln P_rej - ln P_EP = {r.log_p_rejection - r.log_p_s:.2f} "
+             f"({int(r.fitted)} fits)" for r in judged.itertuples()]
+    rare = len(counted) - len(judged)
+    return [v.claim_row(
+        f"A6: EP's marginal likelihood P(S) agrees with rejection sampling's within a factor "
+        f"e^{EP_FACTOR:g} (settings with >= {MIN_FITS} fits among the prior draws)",
+        "; ".join(texts) + (f"; {rare} settings with fewer fits not judged" if rare else ""),
+        v.all_of(verdicts, "settings") if verdicts else
+        v.Verdict(v.INCONCLUSIVE, f"needs >= {MIN_FITS} fits", "more rejection draws"))]
 
 
 def _slack(row: Any) -> v.Interval:
@@ -165,6 +203,7 @@ def bound_claims(cells: pd.DataFrame) -> list[dict[str, str]]:
     claims.append(v.claim_row(
         f"A6: the bound tracks the measured error across sizes and corruption (Spearman rho >= {TRACKS:g})",
         f"rho {ci} over {len(cells)} settings", v.at_least(ci, TRACKS, DECIDE)))
+    claims += ep_against_rejection(cells)
     for task, g in cells[cells["corruption"] == 0].groupby("task", sort=False):
         top = g.sort_values("m").iloc[-1]
         exact = v.Interval(top["bound"], top["bound"], top["bound"])

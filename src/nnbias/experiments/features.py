@@ -21,6 +21,7 @@ Each (task, parametrization, width) cell is stored when done; a rerun skips it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
@@ -92,7 +94,9 @@ def settings_for(scale: str, **overrides: Any) -> FeaturesSettings:
     return scaled_settings(FeaturesSettings, PAPER, scale, overrides)
 
 
+@functools.lru_cache(maxsize=8)
 def load_task(name: str, seed: int) -> Dataset:
+    """A task, built once per process (cells in threads or on Dask workers load their own)."""
     return named_task(TASKS, name, seed)
 
 
@@ -204,19 +208,21 @@ def _judge(exponent: float, ci95: float, predicted: float) -> v.Verdict:
     return v.equals(v.Interval.around(exponent, ci95), predicted, v.EXPONENT_MARGIN, "more widths or seeds")
 
 
-def run_features(store: Store, s: FeaturesSettings, out: Path) -> dict[str, Any]:
-    """Run (or resume) the coordinate check and the width sweep; return tables, figures, claims."""
+def _feature_work(task_name: str, parametrization: str, width: int, s: FeaturesSettings) -> pd.DataFrame:
+    return feature_cell(task_name, load_task(task_name, s.seed), parametrization, width, s)
+
+
+def run_features(store: Store, s: FeaturesSettings, out: Path, quiet: bool = False,
+                 executor=None) -> dict[str, Any]:
+    """Run (or resume) the coordinate check and the width sweep (cells on ``executor``); return tables,
+    figures, claims."""
     run_id = store.start_run("features", s.to_dict(), s.seed)
     if not len(store.table("features_coord", run_id)):
         store.append_rows("features_coord", run_id, coordinate_check(s))
     have = store.done_cells("features_cells", run_id, ["task", "parametrization", "width"])
-    for task_name in s.tasks:
-        task = load_task(task_name, s.seed)
-        for parametrization in s.parametrizations:
-            for width in s.widths:
-                if (task_name, parametrization, width) not in have:
-                    store.append_rows("features_cells", run_id,
-                                      feature_cell(task_name, task, parametrization, width, s))
+    todo = [(t, p, w) for t in s.tasks for p in s.parametrizations for w in s.widths if (t, p, w) not in have]
+    run_cells(executor, _feature_work, todo, store.appender("features_cells", run_id),
+              "feature-movement cells", quiet, after=(s,))
     store.finish_run(run_id)
     coord = store.table("features_coord", run_id).drop(columns="run_id")
     cells = store.table("features_cells", run_id).drop(columns="run_id")

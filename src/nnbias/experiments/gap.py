@@ -34,6 +34,7 @@ when done; a rerun skips them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -45,11 +46,12 @@ import pandas as pd
 import torch
 
 from nnbias.engines.ensemble import sample_ensemble
-from nnbias.engines.training import TrainConfig, TrainResult, train, train_gd
+from nnbias.engines.training import TrainResult, mup_gd, train_gd
 from nnbias.errors import check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -135,7 +137,9 @@ def settings_for(scale: str, **overrides: Any) -> GapSettings:
     return scaled_settings(GapSettings, PAPER, scale, overrides)
 
 
+@functools.lru_cache(maxsize=8)
 def load_task(name: str, seed: int) -> Dataset:
+    """A ladder task, built once per process (cells in threads or on Dask workers load their own)."""
     return named_task(LADDER, name, seed)
 
 
@@ -162,10 +166,8 @@ def _ensemble(spec: NetworkSpec, s: GapSettings, salt: int):
 
 def train_mup(task: Dataset, width: int, eta: float, s: GapSettings, salt: int) -> TrainResult:
     """K muP networks trained by full-batch GD on the mean squared error, lr = eta (n/base)^-c."""
-    spec = _spec(task, "mup", width, s)
-    fn, params = _ensemble(spec, s, salt).functional()
-    config = TrainConfig("sgd", eta * spec.lr_scale(s.base_width), None, "mse", s.steps, "none")
-    return train(fn, params, task.x_train, task.signed_targets(task.y_train), config)
+    nets = _ensemble(_spec(task, "mup", width, s), s, salt)
+    return mup_gd(nets, task.x_train, task.signed_targets(task.y_train), eta, s.steps, s.base_width)
 
 
 def tune_mup(name: str, task: Dataset, s: GapSettings) -> pd.DataFrame:
@@ -238,35 +240,52 @@ def curve_cell(name: str, task: Dataset, n: int, eta: float, s: GapSettings) -> 
     return pd.DataFrame(rows)
 
 
-def _chosen_eta(store: Store, run_id: str, name: str, task: Dataset, s: GapSettings) -> float:
-    """The tuned muP base learning rate of a task (tuned now unless stored)."""
-    if (name,) not in store.done_cells("gap_lr", run_id, ["task"]):
-        store.append_rows("gap_lr", run_id, tune_mup(name, task, s))
+def _chosen_eta(store: Store, run_id: str, name: str) -> float:
+    """The stored tuned muP base learning rate of a task."""
     table = store.table("gap_lr", run_id)
     return float(table[(table["task"] == name) & table["chosen"]]["eta"].iloc[0])
 
 
-def run_gap(store: Store, s: GapSettings, out: Path) -> dict[str, Any]:
-    """Run (or resume) the task ladder and the sample-complexity curves; return tables, figures, claims."""
+def _kernel_work(name: str, s: GapSettings) -> pd.DataFrame:
+    return kernel_cell(name, load_task(name, s.seed), s)
+
+
+def _tune_work(name: str, s: GapSettings) -> pd.DataFrame:
+    return tune_mup(name, load_task(name, s.seed), s)
+
+
+def _ladder_work(rates: dict[str, tuple[float, float]], name: str, width: int,
+                 s: GapSettings) -> pd.DataFrame:
+    return ladder_cell(name, load_task(name, s.seed), width, *rates[name], s)
+
+
+def _curve_work(etas: dict[str, float], name: str, n: int, s: GapSettings) -> pd.DataFrame:
+    return curve_cell(name, curve_task(name, s.curve_sizes, s.seed), n, etas[name], s)
+
+
+def run_gap(store: Store, s: GapSettings, out: Path, quiet: bool = False, executor=None) -> dict[str, Any]:
+    """Run (or resume) the task ladder and the sample-complexity curves on ``executor``, in phases (each
+    needs the one before: kernels give the NTK networks' lr, the tuning the muP base lr); return tables,
+    figures, claims."""
     run_id = store.start_run("gap", s.to_dict(), s.seed)
-    for name in s.tasks:
-        task = load_task(name, s.seed)
-        if (name,) not in store.done_cells("gap_kernels", run_id, ["task"]):
-            store.append_rows("gap_kernels", run_id, kernel_cell(name, task, s))
-        kernels = store.table("gap_kernels", run_id)
-        lr = float(kernels[kernels["task"] == name]["lr"].iloc[0])
-        eta = _chosen_eta(store, run_id, name, task, s)
-        done = store.done_cells("gap_cells", run_id, ["task", "width"])
-        for width in s.widths:
-            if (name, width) not in done:
-                store.append_rows("gap_cells", run_id, ladder_cell(name, task, width, lr, eta, s))
-    for name in s.curve_tasks:
-        task = curve_task(name, s.curve_sizes, s.seed)
-        eta = _chosen_eta(store, run_id, name, load_task(name, s.seed), s)  # tuned on the ladder's task
-        done = store.done_cells("gap_curves", run_id, ["task", "n"])
-        for n in s.curve_sizes:
-            if (name, n) not in done:
-                store.append_rows("gap_curves", run_id, curve_cell(name, task, n, eta, s))
+    tasks = list(dict.fromkeys((*s.tasks, *s.curve_tasks)))  # curves use the eta tuned on the ladder's task
+
+    done = store.done_cells("gap_kernels", run_id, ["task"])
+    run_cells(executor, _kernel_work, [(n,) for n in s.tasks if (n,) not in done],
+              store.appender("gap_kernels", run_id), "gap: kernel predictors", quiet, after=(s,))
+    done = store.done_cells("gap_lr", run_id, ["task"])
+    run_cells(executor, _tune_work, [(n,) for n in tasks if (n,) not in done],
+              store.appender("gap_lr", run_id), "gap: muP learning rates", quiet, after=(s,))
+    kernels = store.table("gap_kernels", run_id).groupby("task")["lr"].first()
+    etas = {n: _chosen_eta(store, run_id, n) for n in tasks}
+    rates = {n: (float(kernels[n]), etas[n]) for n in s.tasks}
+    done = store.done_cells("gap_cells", run_id, ["task", "width"])
+    run_cells(executor, _ladder_work, [(n, w) for n in s.tasks for w in s.widths if (n, w) not in done],
+              store.appender("gap_cells", run_id), "gap: ladder cells", quiet, before=(rates,), after=(s,))
+    done = store.done_cells("gap_curves", run_id, ["task", "n"])
+    curves = [(n, m) for n in s.curve_tasks for m in s.curve_sizes if (n, m) not in done]
+    run_cells(executor, _curve_work, curves, store.appender("gap_curves", run_id),
+              "gap: sample-complexity curves", quiet, before=(etas,), after=(s,))
     store.finish_run(run_id)
     kernels, cells, lrs, curves = (store.table(t, run_id).drop(columns="run_id")
                                    for t in ("gap_kernels", "gap_cells", "gap_lr", "gap_curves"))

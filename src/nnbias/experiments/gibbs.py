@@ -43,7 +43,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, count_columns, goodness_of_fit
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -164,8 +164,15 @@ def sgd_cell(task: Dataset, lr: float, batch: int, s: GibbsSettings) -> pd.DataF
                           **count_columns(counts)}])
 
 
-def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) the reference, every Langevin step size and SGD setting; judge the claims."""
+def dynamics_cell(task: Dataset, method: str, lr: float, batch: int, s: GibbsSettings) -> pd.DataFrame:
+    """One Langevin step size or one SGD (lr, batch) setting."""
+    return langevin_cell(task, lr, s) if method == "langevin" else sgd_cell(task, lr, batch, s)
+
+
+def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False,
+              executor=None) -> dict[str, Any]:
+    """Run (or resume) the reference, then every Langevin step size and SGD setting on ``executor``;
+    judge the claims."""
     task = load_task(s)
     run_id = store.start_run("gibbs", s.to_dict(), s.seed)
     if not store.done_cells("gibbs_references", run_id, ["temperature"]):
@@ -174,11 +181,8 @@ def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False) ->
     todo = [("langevin", lr, 0) for lr in s.step_sizes] + \
         [("sgd", lr, b) for lr in s.sgd_lrs for b in s.sgd_batches]
     todo = [cell for cell in todo if cell not in done]
-    with progress("Langevin and SGD cells", len(todo), quiet) as advance:
-        for method, lr, batch in todo:
-            cell = langevin_cell(task, lr, s) if method == "langevin" else sgd_cell(task, lr, batch, s)
-            store.append_rows("gibbs_cells", run_id, cell)
-            advance()
+    run_cells(executor, dynamics_cell, todo, store.appender("gibbs_cells", run_id),
+              "Langevin and SGD cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
     refs = store.table("gibbs_references", run_id).drop(columns="run_id")
     cells = store.table("gibbs_cells", run_id).drop(columns="run_id")

@@ -34,13 +34,13 @@ from torch.func import vjp
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
-from nnbias.engines.training import linearise, train_gd
+from nnbias.engines.training import linearise, mup_gd, train_gd
 from nnbias.errors import check_choice, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
 from nnbias.estimators.scaling import power_law
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
@@ -130,10 +130,9 @@ def _train(nets: Ensemble, task: Dataset, y: torch.Tensor, s: InsideSettings) ->
     """Full-batch gradient descent from the same initialisation: lr = 1/lambda_max of the analytic NTK for
     NTK parametrization; muP a base rate scaled by its parametrization (mean loss, so / n as a sum loss)."""
     if nets.spec.parametrization == "ntk":
-        lr = stable_lr(KernelFn(nets.spec)(task.x_train, kind="ntk"))
-    else:
-        lr = s.mup_eta * nets.spec.lr_scale(s.base_width) / len(y)
-    return train_gd(nets, task.x_train, y, lr, s.steps).params
+        return train_gd(nets, task.x_train, y, stable_lr(KernelFn(nets.spec)(task.x_train, kind="ntk")),
+                        s.steps).params
+    return mup_gd(nets, task.x_train, y, s.mup_eta, s.steps, s.base_width).params
 
 
 def solution_cell(task_name: str, task: Dataset, parametrization: str, width: int,
@@ -174,17 +173,16 @@ def solution_cell(task_name: str, task: Dataset, parametrization: str, width: in
     return pd.DataFrame(rows)
 
 
-def run_inside(store: Store, s: InsideSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every (parametrization, width) cell; return tables, figures and claims."""
+def run_inside(store: Store, s: InsideSettings, out: Path, quiet: bool = False,
+               executor=None) -> dict[str, Any]:
+    """Run (or resume) every (parametrization, width) cell on ``executor``; return tables, figures and
+    claims."""
     run_id = store.start_run("inside", s.to_dict(), s.seed)
     done = store.done_cells("inside_cells", run_id, ["parametrization", "width"])
     todo = [(p, w) for p in s.parametrizations for w in s.widths if (p, w) not in done]
     task = load_task(s.task, s.seed) if todo else None
-    with progress("kernel-solution cells", len(todo), quiet) as advance:
-        for parametrization, width in todo:
-            store.append_rows("inside_cells", run_id,
-                              solution_cell(s.task, task, parametrization, width, s))
-            advance()
+    run_cells(executor, solution_cell, todo, store.appender("inside_cells", run_id),
+              "kernel-solution cells", quiet, before=(s.task, task), after=(s,))
     store.finish_run(run_id)
     cells = store.table("inside_cells", run_id).drop(columns="run_id")
     exponents = fit_exponents(cells)

@@ -33,6 +33,7 @@ from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law, proportional
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -158,18 +159,24 @@ def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_kernels(store: Store, s: KernelsSettings, out: Path) -> dict[str, Any]:
-    """Run (or resume) the experiment; return tables, figures and claims."""
+def _kernels_work(table: str, name: str, s: KernelsSettings) -> pd.DataFrame:
+    """One unit of the experiment: a task's predictors and networks, or the convergence or fluctuation
+    sweep (``name`` empty)."""
+    if table == "kernels_results":
+        return task_cells(name, load_task(name, s.seed), s, list(s.widths))
+    return (ntk_convergence if table == "kernels_convergence" else ntk_fluctuations)(s)
+
+
+def run_kernels(store: Store, s: KernelsSettings, out: Path, quiet: bool = False,
+                executor=None) -> dict[str, Any]:
+    """Run (or resume) the experiment's units on ``executor``; return tables, figures and claims."""
     run_id = store.start_run("kernels", s.to_dict(), s.seed)
     done = store.done_cells("kernels_results", run_id, ["task"])
-    for name in s.tasks:
-        if (name,) in done:
-            continue
-        store.append_rows("kernels_results", run_id,
-                          task_cells(name, load_task(name, s.seed), s, list(s.widths)))
-    for table, fn in (("kernels_convergence", ntk_convergence), ("kernels_fluctuations", ntk_fluctuations)):
-        if not len(store.table(table, run_id)):
-            store.append_rows(table, run_id, fn(s))
+    todo = [("kernels_results", n) for n in s.tasks if (n,) not in done]
+    todo += [(t, "") for t in ("kernels_convergence", "kernels_fluctuations")
+             if not len(store.table(t, run_id))]
+    run_cells(executor, _kernels_work, todo, lambda cell, rows: store.append_rows(cell[0], run_id, rows),
+              "kernel cells", quiet, after=(s,))
     store.finish_run(run_id)
     results = store.table("kernels_results", run_id).drop(columns="run_id")
     conv = store.table("kernels_convergence", run_id).drop(columns="run_id")

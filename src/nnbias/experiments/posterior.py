@@ -50,7 +50,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_choice, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import weighted_power_law
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures.features import kernel_distance, linear_cka
 from nnbias.report import figures
@@ -198,6 +198,8 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
     cube = hypercube(task.dim)
     y = task.signed_targets(torch.tensor([float(c) for c in TARGET])).double()
     fit = float(fits(nets, task.x_train.float(), task.y_train.float()).float().mean()) if nets.size else 0.0
+    with torch.no_grad():  # each network's error on the inputs outside S: what the posterior predicts
+        errors = ((nets.forward(task.x_test.float()) > 0).double() != task.y_test.double()).double().mean(1)
     n = max(nets.size, 1)
     # the prior's NNGP from two disjoint groups of the posterior's size: the posterior is compared with
     # the first, and the second with the first is the floor a posterior that were the prior would show
@@ -231,7 +233,9 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
         rows.append({"width": width, "method": method,
                      "layer": READOUT if layer == s.depth else f"layer {layer + 1}",
                      "networks": nets.size, "draws": int(how["draws"]), "acceptance": how["acceptance"],
-                     "fit_share": fit, "align": float(a.mean()) if len(a) else math.nan,
+                     "fit_share": fit, "test_error": float(errors.mean()) if nets.size else math.nan,
+                     "test_error_sd": float(errors.std()) if nets.size > 1 else math.nan,
+                     "align": float(a.mean()) if len(a) else math.nan,
                      "align_sd": float(a.std()) if len(a) > 1 else math.nan,
                      "prior_align": float(a0.mean()), "prior_align_sd": float(a0.std()),
                      "prior_networks": prior.size, "energy": energy, "energy_p": p_value,
@@ -265,16 +269,15 @@ def fit_exponents(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "layer", "amplitude", "exponent", "ci95"])
 
 
-def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every (width, method) cell; return tables, figures and claims."""
+def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = False,
+                  executor=None) -> dict[str, Any]:
+    """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
     task = load_task(s.task, s.seed)
     run_id = store.start_run("posterior", s.to_dict(), s.seed)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
-    with progress("posterior cells", len(todo), quiet) as advance:
-        for width, method in todo:
-            store.append_rows("posterior_cells", run_id, posterior_cell(task, width, method, s))
-            advance()
+    run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),
+              "posterior cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
     gains = with_gains(store.table("posterior_cells", run_id).drop(columns="run_id"))
     exponents = fit_exponents(gains)
@@ -337,6 +340,7 @@ def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[
             claims.append(v.claim_row(
                 f"B5: SGD under muP moves hidden layers more than the posterior does (at width {widest})",
                 "; ".join(texts), v.all_of(verdicts, "hidden layers")))
+    claims += langevin_check(gains)
     for method in ("sgd-ntk", "langevin"):
         rows = gains[(gains["method"] == method) & (gains["width"] == widest)]
         if len(rows):
@@ -345,6 +349,32 @@ def posterior_claims(gains: pd.DataFrame, exponents: pd.DataFrame) -> list[dict[
                 "; ".join(f"{r.layer}: {_interval(r)}" for r in rows.itertuples())
                 + f"; networks that fit S: {rows['fit_share'].iloc[0]:.2f}"))
     return claims
+
+
+LANGEVIN_MARGIN = 0.02  # "Langevin generalises like the exact posterior": mean test error within 2 points
+
+
+def langevin_check(gains: pd.DataFrame) -> list[dict[str, str]]:
+    """Where Langevin and rejection ran at the same width on the same S: Langevin's posterior (the Gibbs
+    posterior exp(-L/T) N(0, I), sharp at small T) against the exact one, by the mean test error of
+    their networks on the inputs outside S (Welch interval of the difference)."""
+    readout = gains[gains["layer"] == READOUT]
+    both = sorted(set(readout[readout["method"] == "langevin"]["width"])
+                  & set(readout[readout["method"] == "rejection"]["width"]))
+    if not both:
+        return []
+    verdicts, texts = [], []
+    for width in both:
+        lan, rej = (readout[(readout["method"] == m) & (readout["width"] == width)].iloc[0]
+                    for m in ("langevin", "rejection"))
+        ci = v.difference_interval(lan.test_error, lan.test_error_sd, int(lan.networks), rej.test_error,
+                                   rej.test_error_sd, int(rej.networks))
+        verdicts.append(v.equals(ci, 0.0, LANGEVIN_MARGIN, DECIDE))
+        texts.append(f"w={width}: {lan.test_error:.3f} - {rej.test_error:.3f} = {ci}")
+    return [v.claim_row(
+        f"B5: Langevin at small T samples a posterior that generalises like the exact (rejection) one: "
+        f"mean test error within {LANGEVIN_MARGIN:g}, at every width where both ran",
+        "; ".join(texts), v.all_of(verdicts, "widths"))]
 
 
 def _interval(row: Any) -> str:

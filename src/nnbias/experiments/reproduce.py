@@ -244,22 +244,22 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     it samples the same network with the same seed and size.
     """
     pfmap = run_pfmap(store, settings, out / "pfmap", executor, quiet)
-    kern = run_kernels(store, kernels or KernelsSettings(seed=settings.sampling.seed), out / "kernels")
+    kern = run_kernels(store, kernels or KernelsSettings(seed=settings.sampling.seed), out / "kernels", quiet,
+                       executor)
     sgd = run_sgd_bayes(store, sgd_bayes or SgdBayesSettings(seed=settings.sampling.seed,
                                                              rejection_samples=settings.sampling.samples),
                         out / "sgd_bayes", executor, quiet)
-    feat = run_features(store, features or FeaturesSettings(seed=settings.sampling.seed), out / "features")
-    gaps = run_gap(store, gap or GapSettings(seed=settings.sampling.seed), out / "gap")
-    moved = run_transfer(store, transfer or TransferSettings(seed=settings.sampling.seed), out / "transfer",
-                         quiet)
-    solved = run_inside(store, inside or InsideSettings(seed=settings.sampling.seed), out / "inside", quiet)
     seed = settings.sampling.seed
-    post = run_posterior(store, posterior or PosteriorSettings(seed=seed), out / "posterior", quiet)
-    gibbs_result = run_gibbs(store, gibbs or GibbsSettings(seed=seed), out / "gibbs", quiet)
-    paths = run_routes(store, routes or RoutesSettings(seed=seed), out / "routes", quiet)
-    bounds = run_bound(store, bound or BoundSettings(seed=seed), out / "bound", quiet)
+    feat = run_features(store, features or FeaturesSettings(seed=seed), out / "features", quiet, executor)
+    gaps = run_gap(store, gap or GapSettings(seed=seed), out / "gap", quiet, executor)
+    moved = run_transfer(store, transfer or TransferSettings(seed=seed), out / "transfer", quiet, executor)
+    solved = run_inside(store, inside or InsideSettings(seed=seed), out / "inside", quiet, executor)
+    post = run_posterior(store, posterior or PosteriorSettings(seed=seed), out / "posterior", quiet, executor)
+    gibbs_result = run_gibbs(store, gibbs or GibbsSettings(seed=seed), out / "gibbs", quiet, executor)
+    paths = run_routes(store, routes or RoutesSettings(seed=seed), out / "routes", quiet, executor)
+    bounds = run_bound(store, bound or BoundSettings(seed=seed), out / "bound", quiet, executor)
     archs = run_architectures(store, architectures or ArchitecturesSettings(seed=seed), out / "architectures",
-                              quiet)
+                              quiet, executor)
     claims = (pfmap["claims"] + kern["claims"] + sgd["claims"] + feat["claims"] + gaps["claims"]
               + moved["claims"] + solved["claims"] + post["claims"] + gibbs_result["claims"]
               + paths["claims"] + bounds["claims"] + archs["claims"])

@@ -47,7 +47,7 @@ from nnbias.errors import check_choice, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, compare_distributions, count_columns
 from nnbias.estimators.posterior import trained_functions
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -159,16 +159,16 @@ def route_cell(task: Dataset, width: int, route: str, s: RoutesSettings) -> pd.D
                           "acceptance_cv": spread, **count_columns(counts)}])
 
 
-def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every (width, route) cell; compare the routes pairwise; judge the claims."""
+def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False,
+               executor=None) -> dict[str, Any]:
+    """Run (or resume) every (width, route) cell on ``executor``; compare the routes pairwise; judge the
+    claims."""
     task = load_task(s)
     run_id = store.start_run("routes", s.to_dict(), s.seed)
     done = store.done_cells("routes_cells", run_id, ["width", "route"])
     todo = [(w, r) for w in s.widths for r in ROUTES if (w, r) not in done]
-    with progress("route cells", len(todo), quiet) as advance:
-        for width, route in todo:
-            store.append_rows("routes_cells", run_id, route_cell(task, width, route, s))
-            advance()
+    run_cells(executor, route_cell, todo, store.appender("routes_cells", run_id),
+              "route cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
     cells = store.table("routes_cells", run_id).drop(columns="run_id")
     pairs = compare_routes(cells, s.seed)

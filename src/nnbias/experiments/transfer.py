@@ -43,11 +43,11 @@ import torch
 
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
-from nnbias.engines.training import TrainConfig, centre, linearised_gd, train, train_gd
+from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
 from nnbias.errors import check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
-from nnbias.executor import progress
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -130,9 +130,8 @@ class Pretrained:
 def _mup_train(nets: Ensemble, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                s: TransferSettings) -> list[torch.Tensor]:
     """muP networks (centred at their initialisation) trained by full-batch GD on the mean squared error."""
-    fn, p0 = nets.functional()
-    config = TrainConfig("sgd", s.mup_eta * nets.spec.lr_scale(s.base_width), None, "mse", s.steps, "none")
-    return train(centre(fn, p0), params, x, y, config).params
+    return mup_gd(nets, x, y, s.mup_eta, s.steps, s.base_width, start=params,
+                  origin=nets.functional()[1]).params
 
 
 def pretrain(a: Dataset, s: TransferSettings) -> Pretrained:
@@ -208,22 +207,27 @@ def transfer_cell(pair: TaskPair, n: int, pre: Pretrained, s: TransferSettings) 
     return pd.DataFrame(rows)
 
 
-def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every (pair, n_B) cell; return tables, figures and claims."""
+def pair_cell(pairs: dict[str, TaskPair], pretrained: dict[str, Pretrained], name: str, n: int,
+              s: TransferSettings) -> pd.DataFrame:
+    """One (pair, n_B) cell from the pretraining on the pair's A."""
+    return transfer_cell(pairs[name], n, pretrained[pairs[name].a.name], s)
+
+
+def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = False,
+                 executor=None) -> dict[str, Any]:
+    """Run (or resume) every (pair, n_B) cell on ``executor``, after pretraining each distinct A once
+    (pairs that share A share its pretraining); return tables, figures and claims."""
     pairs = {name: task_pair(name, s.seed, max(s.sizes)) for name in s.pairs}  # bad sizes fail here
     run_id = store.start_run("transfer", s.to_dict(), s.seed)
     done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
     todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
-    pretrained: dict[str, Pretrained] = {}  # by A's name: pairs that share A share its pretraining
-    with progress("transfer cells", len(todo), quiet) as advance:
-        for name in dict.fromkeys(name for name, _ in todo):
-            pair = pairs[name]
-            if pair.a.name not in pretrained:
-                pretrained[pair.a.name] = pretrain(pair.a, s)
-            for n in (n for p, n in todo if p == name):
-                store.append_rows("transfer_cells", run_id,
-                                  transfer_cell(pair, n, pretrained[pair.a.name], s))
-                advance()
+    tasks_a = {pairs[name].a.name: (pairs[name].a,) for name, _ in todo}
+    pretrained: dict[str, Pretrained] = {}  # by A's name
+    run_cells(executor, pretrain, list(tasks_a.values()),
+              lambda cell, result: pretrained.__setitem__(cell[0].name, result), "pretraining on A", quiet,
+              after=(s,))
+    run_cells(executor, pair_cell, todo, store.appender("transfer_cells", run_id),
+              "transfer cells", quiet, before=(pairs, pretrained), after=(s,))
     store.finish_run(run_id)
     cells = store.table("transfer_cells", run_id).drop(columns="run_id")
     gains = gain_table(cells)

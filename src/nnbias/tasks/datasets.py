@@ -12,6 +12,7 @@ Ghorbani et al. 2019); real data: sklearn's digits and MNIST-1D.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +220,9 @@ def digits(classes: tuple[int, ...] | None = (0, 1), train: int = 200, binarize:
     return task
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def mnist1d(train: int = 4000, seed: int = 0, classes: tuple[int, ...] | None = None) -> Dataset:
     """MNIST-1D (Greydanus 2020) built by the ``mnist1d`` package's generator: no download.
 
@@ -229,13 +233,14 @@ def mnist1d(train: int = 4000, seed: int = 0, classes: tuple[int, ...] | None = 
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    state = np.random.get_state()
-    try:
-        args = get_dataset_args()
-        args.seed = check_seed(seed)
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(state)
+    with _GLOBAL_RNG:  # cells in threads must not interleave their use of numpy's global generator
+        state = np.random.get_state()
+        try:
+            args = get_dataset_args()
+            args.seed = check_seed(seed)
+            data = make_dataset(args)
+        finally:
+            np.random.set_state(state)
     parts = [(data["x"].astype(np.float64), data["y"].astype(np.int64)),
              (data["x_test"].astype(np.float64), data["y_test"].astype(np.int64))]
     if classes is not None:

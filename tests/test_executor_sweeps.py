@@ -1,0 +1,75 @@
+"""Sweep cells as units of work: the same stored cells in one thread, two threads and two Dask worker
+processes, after a Dask worker is killed mid-sweep, and a clear error when every try kills a worker."""
+
+import os
+import signal
+
+import pytest
+
+from nnbias.errors import NNBiasError
+from nnbias.executor import DaskExecutor, LocalExecutor, run_cells
+from nnbias.experiments.bound import BoundSettings, run_bound
+from nnbias.store import Store
+
+SETTINGS = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 0.5, 1.0), networks=2, max_epochs=60)
+
+
+def _cells(tmp_path, name, executor):
+    with Store(tmp_path / f"{name}.duckdb") as st:
+        result = run_bound(st, SETTINGS, tmp_path / name, quiet=True, executor=executor)
+    cells = result["cells"]
+    return cells.sort_values(["m", "corruption"], ignore_index=True), result["claims"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return _cells(tmp_path_factory.mktemp("sequential"), "one", None)
+
+
+def test_threads_and_dask_workers_store_the_same_cells(tmp_path, reference):
+    cells, claims = reference
+    assert len(cells) == 9
+    threads = _cells(tmp_path, "threads", LocalExecutor(2))
+    dask = DaskExecutor(workers=2)
+    try:
+        on_dask = _cells(tmp_path, "dask", dask)
+    finally:
+        dask.close()
+    for other in (threads, on_dask):
+        assert other[0].equals(cells) and other[1] == claims  # bit for bit, and so the verdicts
+
+
+class KillOneWorker:
+    """Wraps the executor: after the first finished cell, kill -9 one Dask worker process."""
+
+    def __init__(self, executor: DaskExecutor):
+        self.executor, self.killed = executor, None
+
+    def map_unordered(self, fn, chunks):
+        for item in self.executor.map_unordered(fn, chunks):
+            if self.killed is None:
+                pids = self.executor.client.run(os.getpid)
+                self.killed = next(iter(pids.values()))
+                os.kill(self.killed, signal.SIGKILL)
+            yield item
+
+
+def test_a_killed_dask_worker_has_its_cells_redone(tmp_path, reference):
+    dask = DaskExecutor(workers=2)
+    try:
+        killer = KillOneWorker(dask)
+        cells, _ = _cells(tmp_path, "killed", killer)
+        alive = set(dask.client.run(os.getpid).values())
+    finally:
+        dask.close()
+    assert killer.killed is not None and killer.killed not in alive  # it died, and was replaced
+    assert cells.equals(reference[0])  # nothing lost, nothing counted twice
+
+
+def test_a_cell_that_keeps_killing_workers_is_one_clear_error():
+    dask = DaskExecutor(workers=1)
+    try:
+        with pytest.raises(NNBiasError, match="dask workers died each time"):
+            run_cells(dask, os._exit, [(3,)], lambda cell, result: None, "doomed", quiet=True)
+    finally:
+        dask.close()
