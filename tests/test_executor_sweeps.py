@@ -73,3 +73,18 @@ def test_a_cell_that_keeps_killing_workers_is_one_clear_error():
             run_cells(dask, os._exit, [(3,)], lambda cell, result: None, "doomed", quiet=True)
     finally:
         dask.close()
+
+
+def test_prepared_device_check_runs_every_engine_path_on_this_machine():
+    """benchmarks/gpu_check.py, the script a GPU session runs, on the CPU with tiny sizes: every engine's
+    device code path runs here too (no GPU-only code that CI never sees) and agrees with the CPU's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--quick", "--device", "cpu"], cwd=root,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
+    assert len(lines) == 7 and all(line.startswith("ok") for line in lines), r.stdout

@@ -828,6 +828,7 @@ def architectures(
     steps: int = typer.Option(None, help="Adam steps (minibatches of 100) [6000, MNIST-1D's standard]."),
     boolean_samples: str = typer.Option(None, help="Random networks per Boolean-image architecture "
                                                    "[small: 2e4, paper: 1e6]."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where networks train and kernels are computed."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
     executor: str = EXECUTOR,
@@ -849,7 +850,7 @@ def architectures(
                             cnn_widths=parse_widths(cnn_widths, "cnn-widths") if cnn_widths else None,
                             networks=networks, steps=steps,
                             boolean_samples=parse_count("boolean-samples", boolean_samples)
-                            if boolean_samples else None, seed=check_seed(seed))
+                            if boolean_samples else None, device=device, seed=check_seed(seed))
     with executing(executor, workers, scheduler) as ex, Store(store) as st:
         result = run_architectures(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "accuracy", "gaps", "boolean", "figures", "claims"), result["gaps"],

@@ -148,15 +148,17 @@ class KernelFn:
         raise AssertionError("unreachable")
 
     def __call__(self, x1, x2=None, kind: str = "nngp", block: int = 1024,
-                 dtype: torch.dtype = torch.float64) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Gram matrix (N1, N2) of ``kind`` nngp, ntk, or both (a tuple), computed in blocks."""
+                 dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Gram matrix (N1, N2) of ``kind`` nngp, ntk, or both (a tuple), computed in blocks on ``device``
+        (each block stays there until it is done); the result is on the CPU."""
         check_choice("kind", kind, ("nngp", "ntk", "both"))
         if kind != "nngp" and self.spec.activation in NO_NTK:
             raise NNBiasError(f"the NTK of activation={self.spec.activation!r} does not exist "
                               "(its derivative is a delta); use kind='nngp'")
         x2_is_x1 = x2 is None
-        x1 = torch.as_tensor(x1).to(dtype)
-        x2 = x1 if x2 is None else torch.as_tensor(x2).to(dtype)
+        x1 = torch.as_tensor(x1).to(dtype=dtype, device=device)
+        x2 = x1 if x2 is None else torch.as_tensor(x2).to(dtype=dtype, device=device)
         require(x1.ndim == 2 and x2.ndim == 2 and x1.shape[1] == x2.shape[1] == self.spec.input_dim,
                 f"inputs of shape {tuple(x1.shape)} and {tuple(x2.shape)} do not match "
                 f"input_dim={self.spec.input_dim}; expected (N, {self.spec.input_dim})")
@@ -174,6 +176,7 @@ class KernelFn:
                                    [d[j:j + block] for d in d2], kind != "nngp", x2_is_x1 and i == j)
                 for out, value in ((nngp, k), (ntk, t)):
                     if out is not None:
+                        value = value.cpu()
                         out[i:i + block, j:j + block] = value
                         if x2_is_x1 and j != i:
                             out[j:j + block, i:i + block] = value.T

@@ -75,7 +75,7 @@ def network_fn(spec: LayeredSpec) -> Callable[[list[torch.Tensor], torch.Tensor]
             f"inputs of shape {tuple(x.shape)} do not match input_shape={spec.input_shape}; "
             f"expected flat rows (N, {width}) or (K, N, {width})",
         )
-        x = x.to(params[0].dtype)
+        x = x.to(dtype=params[0].dtype, device=params[0].device)
         if x.ndim == 2:
             h = x.reshape(x.shape[0], 1, *spec.input_shape).expand(-1, k, *spec.input_shape)
         else:
@@ -172,15 +172,17 @@ class SerialKernelFn:
         return [torch.cat(layer) for layer in zip(*parts, strict=True)]
 
     def __call__(
-        self, x1, x2=None, kind: str = "nngp", memory: int | None = None, dtype: torch.dtype = torch.float64
+        self, x1, x2=None, kind: str = "nngp", memory: int | None = None, dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
     ):
-        """Gram matrix (N1, N2) of ``kind`` nngp, ntk or both (a tuple), in blocks of ``memory`` bytes."""
+        """Gram matrix (N1, N2) of ``kind`` nngp, ntk or both (a tuple), in blocks of ``memory`` bytes
+        computed on ``device`` (the result is on the CPU)."""
         check_choice("kind", kind, ("nngp", "ntk", "both"))
         memory = int(check_positive("memory", DEFAULT_MEMORY if memory is None else memory))
         ntk = kind != "nngp"
         symmetric = x2 is None
-        x1 = _shaped(self.spec, x1, dtype)
-        x2 = x1 if symmetric else _shaped(self.spec, x2, dtype)
+        x1 = _shaped(self.spec, x1, dtype).to(device)
+        x2 = x1 if symmetric else _shaped(self.spec, x2, dtype).to(device)
         v1 = self.variances(x1, False, memory)
         v2 = v1 if symmetric else self.variances(x2, False, memory)
         block = max(1, math.isqrt(max(1, memory // self._pair_bytes(x1.element_size()))))
@@ -198,6 +200,7 @@ class SerialKernelFn:
                 )
                 for out, value in ((out_nngp, state.nngp), (out_ntk, state.ntk)):
                     if out is not None:
+                        value = value.cpu()
                         out[si, sj] = value
                         if symmetric and j != i:
                             out[sj, si] = value.T
@@ -249,18 +252,19 @@ def serial_monte_carlo_nngp(
 
 
 def serial_function_counts(
-    spec: LayeredSpec, x: torch.Tensor, samples: int, seed: int, chunk: int = 4096
+    spec: LayeredSpec, x: torch.Tensor, samples: int, seed: int, chunk: int = 4096, device: str = "cpu"
 ) -> FunctionCounts:
     """The parameter-function map of a layered spec with a scalar readout: ``samples`` networks from
     the prior, each counted by the signs of its outputs on the rows of ``x`` (a truth table when x
-    is every input of a cube). Chunk c is drawn from seed (seed, c): the counts depend on the seed
-    alone, whatever the chunk order."""
+    is every input of a cube). Chunk c is drawn from seed (seed, c) on the CPU and evaluated on
+    ``device``: the counts depend on the seed alone, whatever the chunk order or device."""
     require(spec.outputs == 1, f"a truth table needs a scalar readout (dense:1), not dense:{spec.outputs}")
     parts = []
     for c, start in enumerate(range(0, samples, chunk)):
         nets = sample_serial(
             spec, min(chunk, samples - start), torch.Generator().manual_seed(chunk_seed(seed, c))
         )
+        nets = SerialNets(spec, [p.to(device) for p in nets.params])
         with torch.no_grad():
-            parts.append(FunctionCounts.from_packed(pack((nets.forward(x.float()) > 0).numpy())))
+            parts.append(FunctionCounts.from_packed(pack((nets.forward(x.float()) > 0).cpu().numpy())))
     return FunctionCounts.merge(parts)

@@ -142,6 +142,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
                         f"allowed 1..{n}")
     # 0/1 labels are classes only when the loss or the stopping rule asks for classes;
     # otherwise MSE regresses on y as given
+    x, y = x.to(params[0].device), y.to(params[0].device)  # train where the networks are
     with torch.no_grad():
         probe = fn(params, x[:1])
     k = params[0].shape[0]
@@ -168,9 +169,11 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     learned = [p for p, t in zip(params, trainable, strict=True) if t]
     state = [torch.zeros_like(p) for p in params]
     second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
-    active = torch.ones(k, dtype=torch.bool)
-    diverged = torch.zeros(k, dtype=torch.bool)
-    epochs = torch.zeros(k, dtype=torch.long)
+    device = params[0].device  # the networks' device; random draws come from the (CPU) generator, so a
+    # run draws the same minibatches and noise on every device
+    active = torch.ones(k, dtype=torch.bool, device=device)
+    diverged = torch.zeros(k, dtype=torch.bool, device=device)
+    epochs = torch.zeros(k, dtype=torch.long, device=device)
     step = 0
 
     def evaluate():
@@ -179,7 +182,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             loss = per_network_loss(out, y.expand(k, n), config.loss, classification)
             guess = out.argmax(2) if out.ndim == 3 else (out > 0)
             acc = (guess.to(dtype) == y).to(dtype).mean(1) if classification else \
-                torch.full((k,), math.nan, dtype=dtype)
+                torch.full((k,), math.nan, dtype=dtype, device=device)
         return loss, acc
 
     def met(loss, acc):
@@ -195,7 +198,8 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
         if not active.any():
             break
         # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
-        order = torch.argsort(torch.rand(k, n, generator=generator), dim=1) if batch < n else None
+        order = (torch.argsort(torch.rand(k, n, generator=generator), dim=1).to(device) if batch < n
+                 else None)
         for start in range(0, n - batch + 1, batch):
             if order is None:
                 xb, yb = x, y.expand(k, n)
@@ -245,7 +249,7 @@ def _update(params, grads, state, second, active, trainable, config: TrainConfig
             v_hat = second[i] / (1 - b2**step)
             delta = m_hat / (v_hat.sqrt() + 1e-8)
         else:  # langevin
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
             delta = g - math.sqrt(2 * config.temperature / config.lr) * noise
         p -= config.lr * mask * delta
 

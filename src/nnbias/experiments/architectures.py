@@ -37,13 +37,14 @@ import pandas as pd
 import torch
 
 from nnbias.engines.sampler import chunk_seed
-from nnbias.engines.serial import SerialKernelFn, sample_serial, serial_function_counts
+from nnbias.engines.serial import SerialKernelFn, network_fn, sample_serial, serial_function_counts
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import kernel_classify
 from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, scaled_settings
+from nnbias.experiments.sampling import check_device
 from nnbias.layers import LayeredSpec
 from nnbias.measures.complexity import lz_complexity, translation_invariant
 from nnbias.report import figures
@@ -110,6 +111,7 @@ class ArchitecturesSettings:
     pooled_train: int | None = 1000  # at most this many for the pooled (GAP) kernels; None: no cap
     pooled_test: int | None = None
     boolean_samples: int = 20_000
+    device: str = "cpu"  # where networks train and kernels are computed (draws stay on the CPU's generator)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -125,6 +127,7 @@ class ArchitecturesSettings:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
         check_int("boolean_samples", self.boolean_samples, minimum=1, maximum=10**9)
+        check_device(self.device)
         check_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +166,7 @@ def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSetting
     spec = model_spec(task_name, model, width)
     generator = torch.Generator().manual_seed(_cell_seed(s, task_name, model, width))
     nets = sample_serial(spec, s.networks, generator)
-    fn, params = nets.functional()
+    fn, params = network_fn(spec), [p.to(s.device) for p in nets.params]
     n = len(task.y_train)
     batch = min(s.batch, n)
     epochs = max(1, math.ceil(s.steps * batch / n))
@@ -171,7 +174,7 @@ def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSetting
     start = time.perf_counter()
     result = train(fn, params, task.x_train.float(), task.y_train, config, generator)
     with torch.no_grad():
-        test = (fn(result.params, task.x_test.float()).argmax(2) == task.y_test).double().mean(1)
+        test = (fn(result.params, task.x_test.float()).argmax(2).cpu() == task.y_test).double().mean(1)
     return pd.DataFrame(
         {
             "task": task_name,
@@ -179,7 +182,7 @@ def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSetting
             "width": width,
             "seed": range(s.networks),
             "params": spec.n_params,
-            "train_acc": result.accuracy.double().numpy(),
+            "train_acc": result.accuracy.double().cpu().numpy(),
             "test_acc": test.numpy(),
             "seconds": time.perf_counter() - start,
         }
@@ -196,7 +199,7 @@ def kernel_cell(task_name: str, name: str, s: ArchitecturesSettings) -> pd.DataF
     m = min([len(task.y_test)] + [c for c in caps[1::2] if c is not None])
     x = torch.cat([task.x_train[:n], task.x_test[:m]])
     start = time.perf_counter()
-    grams = SerialKernelFn(spec)(x, kind="both", dtype=torch.float32)
+    grams = SerialKernelFn(spec)(x, kind="both", dtype=torch.float32, device=s.device)
     rows = []
     for kind, gram in zip(("nngp", "ntk"), grams, strict=True):
         pred = kernel_classify(gram[:n, :n], task.y_train[:n], gram[n:, :n], task.classes)
@@ -217,7 +220,8 @@ def boolean_cell(name: str, s: ArchitecturesSettings) -> tuple[pd.DataFrame, pd.
     """The parameter-function map of one Boolean-image architecture: summary and its functions."""
     shape, layers = BOOLEAN[name]
     spec = LayeredSpec(shape, layers, 1.0, 1.0)
-    counts = serial_function_counts(spec, hypercube(9), s.boolean_samples, _cell_seed(s, "boolean", name))
+    counts = serial_function_counts(spec, hypercube(9), s.boolean_samples, _cell_seed(s, "boolean", name),
+                                    device=s.device)
     tables = packed_to_strings(counts.tables, 9)
     lz = np.array([lz_complexity(t) for t in tables])
     invariant = translation_invariant(tables, 3, 3)

@@ -56,7 +56,8 @@ def scale_settings(scale: str, seed: int = 0, samples: int | None = None, **samp
             "gibbs": gibbs_exp.settings_for(scale, seed=seed),
             "routes": routes_exp.settings_for(scale, seed=seed),
             "bound": bound_exp.settings_for(scale, seed=seed),
-            "architectures": architectures_exp.settings_for(scale, seed=seed)}
+            "architectures": architectures_exp.settings_for(scale, seed=seed,
+                                                            device=sampling.get("device", "cpu"))}
 
 
 def pfmap_section(result: dict[str, Any]) -> Section:
