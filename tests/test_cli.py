@@ -101,6 +101,7 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["bound", "--corruptions", "2"], "corruption=2.0"),
     (["bound", "--tasks", "cifar"], "task='cifar'"),
     (["architectures", "--tasks", "cifar"], "task='cifar'"),
+    (["routes", "--workers", "2"], "applies to --executor dask for `routes`"),
     (["architectures", "--cnn-widths", "0"], "width=0"),
     (["kernel", "--x", "X.npy", "--out", "K.npy", "--layers", "conv1d:4:3:valid,relu,flatten,dense:1",
       "--input-shape", "1,2"], "filter 3 is larger than the input (2)"),
@@ -112,8 +113,13 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["show", "no-such-run"], "does not exist; run an experiment first"),
     (["export", "no-such-run", "--csv", "out"], "does not exist; run an experiment first"),
 ])
-def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, capsys):
+    """Each case through ``nnbias.cli.main``, as the console script runs it, in this process: they fail
+    while the options are checked, so a fresh interpreter per case (seconds of imports) adds nothing
+    but time; the other tests here run the command line as a subprocess."""
     import numpy as np
+
+    from nnbias import cli
 
     (tmp_path / "NOTDB").write_text("not a database " * 50)
     for name, array in (("X", np.ones((3, 2))), ("EMPTY", np.ones((0, 3))),
@@ -122,10 +128,15 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
     (tmp_path / "AFILE").write_text("a file, not a folder")
     files = {"NOTDB", "X.npy", "EMPTY.npy", "COMPLEX.npy", "AFILE"}
     args = [str(tmp_path / a) if a.split("/")[0] in files else a for a in args]
-    r = nnbias(*args, "--quiet" if args[0] == "pfmap" else "--json", cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NNBIAS_STORE", str(tmp_path / "store.duckdb"))
+    monkeypatch.setattr(sys, "argv", ["nnbias", *args, "--quiet" if args[0] == "pfmap" else "--json"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way
 
 

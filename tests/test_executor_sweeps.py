@@ -11,7 +11,8 @@ from nnbias.executor import DaskExecutor, LocalExecutor, run_cells
 from nnbias.experiments.bound import BoundSettings, run_bound
 from nnbias.store import Store
 
-SETTINGS = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 0.5, 1.0), networks=2, max_epochs=60)
+SETTINGS = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 1.0), networks=2, max_epochs=30,
+                         rejection_draws=4096)
 
 
 def _cells(tmp_path, name, executor):
@@ -28,7 +29,7 @@ def reference(tmp_path_factory):
 
 def test_threads_and_dask_workers_store_the_same_cells(tmp_path, reference):
     cells, claims = reference
-    assert len(cells) == 9
+    assert len(cells) == 6
     threads = _cells(tmp_path, "threads", LocalExecutor(2))
     dask = DaskExecutor(workers=2)
     try:
@@ -39,29 +40,26 @@ def test_threads_and_dask_workers_store_the_same_cells(tmp_path, reference):
         assert other[0].equals(cells) and other[1] == claims  # bit for bit, and so the verdicts
 
 
-class KillOneWorker:
-    """Wraps the executor: after the first finished cell, kill -9 one Dask worker process."""
+class KillOneWorker(DaskExecutor):
+    """A local Dask cluster that, after the first finished cell, has one worker process killed (-9)."""
 
-    def __init__(self, executor: DaskExecutor):
-        self.executor, self.killed = executor, None
+    killed = None
 
     def map_unordered(self, fn, chunks):
-        for item in self.executor.map_unordered(fn, chunks):
+        for item in super().map_unordered(fn, chunks):
             if self.killed is None:
-                pids = self.executor.client.run(os.getpid)
-                self.killed = next(iter(pids.values()))
+                self.killed = next(iter(self.client.run(os.getpid).values()))
                 os.kill(self.killed, signal.SIGKILL)
             yield item
 
 
 def test_a_killed_dask_worker_has_its_cells_redone(tmp_path, reference):
-    dask = DaskExecutor(workers=2)
+    killer = KillOneWorker(workers=2)
     try:
-        killer = KillOneWorker(dask)
         cells, _ = _cells(tmp_path, "killed", killer)
-        alive = set(dask.client.run(os.getpid).values())
+        alive = set(killer.client.run(os.getpid).values())
     finally:
-        dask.close()
+        killer.close()
     assert killer.killed is not None and killer.killed not in alive  # it died, and was replaced
     assert cells.equals(reference[0])  # nothing lost, nothing counted twice
 

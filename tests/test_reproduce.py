@@ -49,7 +49,7 @@ def reproduced(tmp_path_factory):
         result = reproduce(st, tmp_path / "out", settings, quiet=True, kernels=small, sgd_bayes=sgd,
                            features=feat, gap=gap, transfer=moved, inside=solved, posterior=post,
                            gibbs=gibbs, bound=bounds, architectures=ArchitecturesSettings(
-                               tasks=("digits-10",), mlp_widths=(16,), cnn_widths=(4,), networks=2, steps=40,
+                               tasks=("digits-10",), mlp_widths=(16,), cnn_widths=(4,), networks=2, epochs=4,
                                kernel_train=150, kernel_test=100, pooled_train=60, pooled_test=40,
                                boolean_samples=400),
                            routes=RoutesSettings(widths=(2, 8), samples=200, readouts=32, max_epochs=50))
@@ -104,7 +104,7 @@ def test_report_is_rebuilt_from_the_store_alone(reproduced, tmp_path):
         return page[page.index('<h2 id="claims">'):]
 
     assert body(rebuilt) == body(original)
-    assert rebuilt.count("<details>") == original.count("<details>") == 11  # each section's run config
+    assert rebuilt.count("<details>") == original.count("<details>") == 12  # each section's run config
 
 
 def test_report_renders_in_a_real_browser(reproduced):

@@ -128,9 +128,8 @@ def test_chunk_counts_are_summed_into_function_counts_when_the_run_finishes(tmp_
 SWEEPS = {  # a sweep of sampling cells, of training cells, and of both: the CLI commands as users run them
     "routes": ["routes", "--widths", "2,4,8", "--samples", "300", "--readouts", "32"],
     "posterior": ["posterior", "--widths", "8,16,32", "--samples", "40", "--methods", "rejection,sgd-ntk"],
-    "bound": ["bound", "--tasks", "bool7-0011", "--corruptions", "0,0.5,1", "--networks", "2"],
 }
-CELL_TABLES = {"routes": "routes_cells", "posterior": "posterior_cells", "bound": "bound_cells"}
+CELL_TABLES = {"routes": "routes_cells", "posterior": "posterior_cells"}
 
 
 def _stored_cells(path, name):

@@ -133,11 +133,17 @@ def _jsonable(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def executing(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
-    """The executor the options ask for (refusing options that do not apply), closed afterwards."""
+def executing(kind: str, workers: int | None, scheduler: str | None, cells: str = "") -> Iterator[Any]:
+    """The executor the options ask for (refusing options that do not apply), closed afterwards.
+    ``cells``: the experiment whose work is sweep cells only, which run one at a time in this process
+    unless on Dask, so a thread count does not apply to it."""
     from nnbias.executor import make_executor
 
     check_choice("executor", kind, ("threads", "dask"))
+    if cells and kind == "threads" and workers is not None:
+        raise NNBiasError(f"workers={workers} applies to --executor dask for `{cells}`: its cells run one "
+                          "at a time in this process otherwise (torch's forward-mode AD is not "
+                          "thread-safe); add --executor dask or leave --workers out")
     ex = make_executor(kind, workers, scheduler)
     try:
         yield ex
@@ -496,7 +502,7 @@ def kernels(
     settings = settings_for(scale, tasks=parse_names(tasks),
                             widths=parse_widths(widths, "widths") if widths else None, depth=depth,
                             networks=networks, steps=steps, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "kernels") as ex, Store(store) as st:
         result = run_kernels(st, settings, out, quiet, ex)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
          + claims_text(result["claims"]))
@@ -617,7 +623,7 @@ def features(
         tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, depth=check_int("depth", depth, minimum=1),
         networks=networks, steps=steps, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "features") as ex, Store(store) as st:
         result = run_features(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "coord_exponents", "exponents", "figures", "claims"),
                     result["exponents"], as_json)
@@ -653,7 +659,7 @@ def gap(
         widths=parse_widths(widths, "widths") if widths else None, networks=networks, steps=steps,
         curve_sizes=parse_counts("curve size", curve_sizes),
         seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "gap") as ex, Store(store) as st:
         result = run_gap(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
                              "claims"), result["summary"], as_json)
@@ -692,7 +698,7 @@ def transfer(
         scale, pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
         seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "transfer") as ex, Store(store) as st:
         result = run_transfer(st, settings, out, quiet, ex)
     table = result["gains"][result["gains"]["n"] == settings.claim_size]
     emit_experiment(result, ("run_id", "gains", "figures", "claims"), table, as_json)
@@ -723,7 +729,7 @@ def inside(
     settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
                             parametrizations=parse_names(parametrizations),
                             networks=networks, steps=steps, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "inside") as ex, Store(store) as st:
         result = run_inside(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
 
@@ -757,7 +763,7 @@ def posterior(
     if temperature is not None and "langevin" not in settings.methods:
         raise NNBiasError(f"temperature={temperature:g} applies to the langevin method only; "
                           f"methods are {','.join(settings.methods)}")
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "posterior") as ex, Store(store) as st:
         result = run_posterior(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
 
@@ -785,7 +791,7 @@ def gibbs(
     settings = settings_for(scale, temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
                             chains=chains, draws=parse_count("draws", draws) if draws else None,
                             seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "gibbs") as ex, Store(store) as st:
         result = run_gibbs(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "langevin", "figures", "claims"), result["langevin"], as_json)
 
@@ -813,7 +819,7 @@ def bound(
     settings = settings_for(scale, tasks=parse_names(tasks),
                             corruptions=parse_floats("corruptions", corruptions),
                             networks=networks, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "bound") as ex, Store(store) as st:
         result = run_bound(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "cells", "figures", "claims"), result["cells"], as_json)
 
@@ -825,7 +831,8 @@ def architectures(
     cnn_widths: str = typer.Option(None, help="CNN channels [small: 25; paper: 25,100,400]."),
     networks: int = typer.Option(None, help="Seeds per model and width, trained at once "
                                               "[small: 3, paper: 8]."),
-    steps: int = typer.Option(None, help="Adam steps (minibatches of 100) [6000, MNIST-1D's standard]."),
+    epochs: int = typer.Option(None, help="Adam epochs, minibatches of 100 [150: MNIST-1D's standard "
+                                          "6000 steps]."),
     boolean_samples: str = typer.Option(None, help="Random networks per Boolean-image architecture "
                                                    "[small: 2e4, paper: 1e6]."),
     device: str = typer.Option("cpu", help="cpu or cuda: where networks train and kernels are computed."),
@@ -848,10 +855,10 @@ def architectures(
     settings = settings_for(scale, tasks=parse_names(tasks),
                             mlp_widths=parse_widths(mlp_widths, "mlp-widths") if mlp_widths else None,
                             cnn_widths=parse_widths(cnn_widths, "cnn-widths") if cnn_widths else None,
-                            networks=networks, steps=steps,
+                            networks=networks, epochs=epochs,
                             boolean_samples=parse_count("boolean-samples", boolean_samples)
                             if boolean_samples else None, device=device, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "architectures") as ex, Store(store) as st:
         result = run_architectures(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "accuracy", "gaps", "boolean", "figures", "claims"), result["gaps"],
                     as_json)
@@ -879,7 +886,7 @@ def routes(
 
     settings = settings_for(scale, widths=parse_widths(widths, "widths") if widths else None,
                             samples=samples, readouts=readouts, seed=check_seed(seed))
-    with executing(executor, workers, scheduler) as ex, Store(store) as st:
+    with executing(executor, workers, scheduler, "routes") as ex, Store(store) as st:
         result = run_routes(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "pairs", "figures", "claims"), result["pairs"], as_json)
 

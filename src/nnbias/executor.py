@@ -37,6 +37,15 @@ class LocalExecutor:
         self.workers = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
 
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        if self.workers == 1:  # in this thread, one chunk after another, on one intra-op thread
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for chunk in chunks:
+                    yield chunk, fn(chunk)
+            finally:
+                torch.set_num_threads(threads)
+            return
         todo = iter(chunks)
         threads = torch.get_num_threads()  # workers set 1 thread each; restore afterwards
         with ThreadPoolExecutor(self.workers) as pool:
@@ -177,9 +186,12 @@ class CellWork:
 def run_cells(executor: LocalExecutor | DaskExecutor | None, fn: Callable[..., Any], cells: list[tuple],
               commit: Callable[[tuple, Any], None], label: str, quiet: bool = False,
               before: tuple = (), after: tuple = ()) -> None:
-    """The cells of a sweep (task x width x seed ...) on the executor (one thread in this process by
-    default); each finished cell is committed here, by the store's only writer, in completion order.
-    Each cell's seed comes from its key, so the stored results do not depend on that order."""
+    """The cells of a sweep (task x width x seed ...) on Dask workers, or one after another in this
+    thread with any other executor (cells train linearised models by torch's forward-mode AD, which
+    is not thread-safe); each finished cell is committed here, by the store's only writer, in
+    completion order. Each cell's seed comes from its key, so the stored results do not depend on
+    that order."""
     work = CellWork(fn, tuple(cells), before, after)
-    run_chunks(executor or LocalExecutor(1), work, list(range(len(cells))),
+    where = executor if isinstance(executor, DaskExecutor) else LocalExecutor(1)
+    run_chunks(where, work, list(range(len(cells))),
                lambda i, result: commit(cells[i], result), label, quiet)

@@ -8,8 +8,8 @@ says kernel limits fall behind finite networks on harder tasks (Arora et al.
 
 * trained networks: logistic regression, MLP and CNN (MNIST-1D's own models:
   ``MLPBase`` 100-100, ``ConvBase`` three stride-2 convolutions of 25 channels),
-  K seeds batched, Adam lr 1e-2, minibatches of 100, 6000 steps (MNIST-1D's
-  standard settings), across widths, on MNIST-1D with its 10 classes and on
+  K seeds batched, Adam lr 1e-2, minibatches of 100, 150 epochs (MNIST-1D's
+  standard 6000 steps), across widths, on MNIST-1D with its 10 classes and on
   sklearn's 8x8 digits (10 classes);
 * their infinite-width kernels: NNGP/NTK of the MLP, CNN-GP/CNTK of the CNN with its
   flatten readout and with global average pooling, as 10-output kernel regression;
@@ -103,7 +103,7 @@ class ArchitecturesSettings:
     mlp_widths: tuple[int, ...] = (100,)  # the first is the published architecture's
     cnn_widths: tuple[int, ...] = (25,)
     networks: int = 3  # seeds per (task, model, width), trained at once
-    steps: int = 6000
+    epochs: int = 150  # MNIST-1D's standard 6000 steps of 100 on its 4000 examples
     lr: float = 0.01
     batch: int = 100
     kernel_train: int | None = None  # training examples of every kernel; None: all
@@ -120,7 +120,7 @@ class ArchitecturesSettings:
         for w in (*self.mlp_widths, *self.cnn_widths):
             check_int("width", w, minimum=1)
         check_int("networks", self.networks, minimum=1)
-        check_int("steps", self.steps, minimum=1)
+        check_int("epochs", self.epochs, minimum=1)
         check_int("batch", self.batch, minimum=1)
         require(self.lr > 0, f"lr={self.lr} is not allowed; expected > 0")
         for name in ("kernel_train", "kernel_test", "pooled_train", "pooled_test"):
@@ -169,8 +169,7 @@ def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSetting
     fn, params = network_fn(spec), [p.to(s.device) for p in nets.params]
     n = len(task.y_train)
     batch = min(s.batch, n)
-    epochs = max(1, math.ceil(s.steps * batch / n))
-    config = TrainConfig("adam", s.lr, batch, "ce", epochs, "none")
+    config = TrainConfig("adam", s.lr, batch, "ce", s.epochs, "none")
     start = time.perf_counter()
     result = train(fn, params, task.x_train.float(), task.y_train, config, generator)
     with torch.no_grad():

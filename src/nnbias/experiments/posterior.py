@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from dcor.homogeneity import energy_test
 
 from nnbias.engines.bayes import fits, langevin_posterior, rejection_posterior, select
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
@@ -222,6 +221,8 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                 float(top_eigenvalue(prior.weights[layer][:n]).mean()), mp_edge(nets, layer))
                if layer < s.depth and nets.size else (math.nan,) * 3)
         if nets.size >= 2:
+            from dcor.homogeneity import energy_test  # imported here: dcor's numba import takes seconds
+
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample
             test = energy_test(incoming(nets, layer), incoming(prior, layer)[:nets.size],

@@ -216,7 +216,8 @@ def bound_section(result: dict[str, Any]) -> Section:
 
 def architectures_section(result: dict[str, Any]) -> Section:
     text = ("Logistic regression, MLP and CNN (MNIST-1D's own models; Adam lr 0.01, minibatches of 100, "
-            "6000 steps, standard parametrization) with 95 % intervals over seeds, beside the "
+            "150 epochs (on MNIST-1D its standard 6000 steps), standard parametrization) with 95 % "
+            "intervals over seeds, beside the "
             "infinite-width kernels of the same layer descriptions as 10-output kernel regression on "
             "centred one-hot targets (NNGP / CNN-GP: GP posterior mean; NTK / CNTK: gradient flow to "
             "t = inf; ridge 1e-4 of the mean diagonal). Pooled (GAP) kernels at small scale use a subset "

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -424,9 +425,9 @@ def architecture_accuracy(accuracy, kernels, published: dict, path: Path) -> Pat
                    for r in k.itertuples()]
         ax.set_xticks(list(x) + list(kx), labels + klabels, rotation=60, ha="right", fontsize=7)
         ax.set(ylim=(0, 1), ylabel="test accuracy", title=task)
-        ax.bar([], [], color="C1", label="NNGP / CNN-GP")
-        ax.bar([], [], color="C2", label="NTK / CNTK")
-        ax.legend(fontsize=7, loc="lower right")
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [Patch(color="C1", label="NNGP / CNN-GP"), Patch(color="C2", label="NTK / CNTK")]
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
