@@ -6,8 +6,8 @@
    figure's allocations do not hide another's), with a small and the default memory budget.
    Baseline in the same run: the Monte-Carlo NNGP of wide finite networks of the same spec
    (256 channels), its time per entry and its distance from the analytic kernel.
-2. K CNNs trained at once (grouped convolutions, ``engines.training.train``) against the same K
-   trained one at a time with the same code (runs/s, ratio).
+2. K CNNs trained at once (one batched matmul over networks, ``engines.training.train``) against
+   the same K trained one at a time with the same code (runs/s, ratio).
 """
 
 import json
@@ -87,7 +87,7 @@ def ensembles(k: int, steps: int) -> None:
         train(fn, [p[i:i + 1] for p in params], x, y, config, torch.Generator().manual_seed(1))
     loop = k / (time.perf_counter() - start)
     print(f"{k} ConvBase CNNs, Adam, {config.max_epochs} epochs of minibatches of 100 on MNIST-1D, 1 thread:")
-    print(f"  batched (grouped convolutions) {batched:8.3f} runs/s")
+    print(f"  batched (windows x filters)    {batched:8.3f} runs/s")
     print(f"  one network at a time          {loop:8.3f} runs/s")
     print(f"  ratio {batched / loop:.1f}x")
 
