@@ -335,7 +335,7 @@ class Activation(Layer):
         elif state.full and s:
             v1 = v1.reshape(*v1.shape, *ones)
             v2 = v2.reshape(v2.shape[0], *ones, *v2.shape[1:])
-        value, dot = net.dual(self.name)(v1, v2, state.nngp, state.ntk is not None)
+        value, dot = dual_fn(self.name)(v1, v2, state.nngp, state.ntk is not None)
         return replace(state, stored=value, ntk=None if state.ntk is None else state.ntk * dot, inputs=None)
 
 
@@ -517,9 +517,6 @@ class LayeredSpec:
             for layer, shape in zip(self.stack, self.shapes, strict=False)
             if layer.param_shapes(shape)
         ]
-
-    def dual(self, activation: str):
-        return dual_fn(activation)
 
     def to_dict(self) -> dict:
         return {

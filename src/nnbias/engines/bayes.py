@@ -21,6 +21,7 @@ discretisation bias is measured against.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,17 @@ class RejectionSample:
         return self.nets.size / self.draws
 
 
+def prior_chunks(spec: NetworkSpec, draws: int, seed: int, chunk: int = 4096,
+                 dtype: torch.dtype = torch.float32) -> Iterator[Ensemble]:
+    """``draws`` prior networks in chunks of ``chunk``, chunk c from the generator seeded by (seed, c):
+    the networks depend on the seed alone, however many chunks a caller consumes."""
+    draws = check_int("draws", draws, minimum=1)
+    chunk, seed = check_int("chunk", chunk, minimum=1), check_seed(seed)
+    for index, start in enumerate(range(0, draws, chunk)):
+        generator = torch.Generator().manual_seed(chunk_seed(seed, index))
+        yield sample_ensemble(spec, min(chunk, draws - start), generator, dtype)
+
+
 def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wanted: int, seed: int,
                         max_draws: int, chunk: int = 4096, dtype: torch.dtype = torch.float32
                         ) -> RejectionSample:
@@ -78,19 +90,18 @@ def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wan
     generator seeded by (seed, c), until ``wanted`` fit or ``max_draws`` were drawn; the kept networks
     depend on the seed alone (bit-identical reruns). Fewer than ``wanted`` come back when the budget
     runs out, so a caller can say that the acceptance rate was too low."""
-    wanted, chunk = check_int("wanted", wanted, minimum=1), check_int("chunk", chunk, minimum=1)
+    wanted = check_int("wanted", wanted, minimum=1)
     max_draws = check_int("max_draws", max_draws, minimum=1)
-    seed = check_seed(seed)
     kept: list[Ensemble] = []
-    found = draws = index = 0
-    while found < wanted and draws < max_draws:
-        size = min(chunk, max_draws - draws)
-        nets = sample_ensemble(spec, size, torch.Generator().manual_seed(chunk_seed(seed, index)), dtype)
+    found = draws = 0
+    for nets in prior_chunks(spec, max_draws, seed, chunk, dtype):
         ok = fits(nets, x, y)
         if ok.any():
             kept.append(select(nets, ok))
             found += int(ok.sum())
-        draws, index = draws + size, index + 1
+        draws += nets.size
+        if found >= wanted:
+            break
     if not kept:
         return RejectionSample(select(nets, torch.zeros(nets.size, dtype=torch.bool)), draws)
     return RejectionSample(select(concatenate(kept), torch.arange(min(found, wanted))), draws)
@@ -98,14 +109,9 @@ def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wan
 
 def fit_count(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, draws: int, seed: int,
               chunk: int = 4096) -> int:
-    """How many of ``draws`` prior networks fit (x, y): P(S) = count / draws by rejection. Chunk c is
-    drawn as :func:`rejection_posterior` draws it, so the two agree on the same seed."""
-    draws, chunk = check_int("draws", draws, minimum=1), check_int("chunk", chunk, minimum=1)
-    seed, found = check_seed(seed), 0
-    for index, start in enumerate(range(0, draws, chunk)):
-        generator = torch.Generator().manual_seed(chunk_seed(seed, index))
-        found += int(fits(sample_ensemble(spec, min(chunk, draws - start), generator), x, y).sum())
-    return found
+    """How many of ``draws`` prior networks fit (x, y): P(S) = count / draws by rejection, from the
+    same chunks :func:`rejection_posterior` draws, so the two agree on the same seed."""
+    return sum(int(fits(nets, x, y).sum()) for nets in prior_chunks(spec, draws, seed, chunk))
 
 
 def check_unit_gaussian(spec: NetworkSpec) -> None:

@@ -87,9 +87,11 @@ class _Quadrature:
         return value, deriv
 
 
+@functools.lru_cache(maxsize=32)
 def dual_fn(activation: str, method: str = "auto", quadrature_nodes: int = 96):
     """The activation's dual ``(k11, k22, k12, derivative) -> (E[phi phi'], E[dphi dphi'] or None)``,
-    elementwise over broadcastable tensors: a closed form where one exists (``auto``), else quadrature."""
+    elementwise over broadcastable tensors: a closed form where one exists (``auto``), else quadrature.
+    Built once per arguments: the layered kernels ask for it at every activation of every block."""
     check_choice("method", method, ("auto", "closed_form", "quadrature"))
     if method == "closed_form":
         require(activation in CLOSED_FORMS, f"activation={activation!r} has no closed-form kernel; "
@@ -97,6 +99,27 @@ def dual_fn(activation: str, method: str = "auto", quadrature_nodes: int = 96):
     if method == "quadrature" or (method == "auto" and activation not in CLOSED_FORMS):
         return _Quadrature(activation, quadrature_nodes)
     return functools.partial(_closed_form, activation)
+
+
+def assemble_gram(n1: int, n2: int, block: int, symmetric: bool, compute, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(NNGP, NTK or None) Gram matrices (n1, n2) on the CPU from ``compute(rows, cols, same)`` ->
+    (nngp block, ntk block or None), blocks of ``block`` inputs; of a ``symmetric`` one only the blocks
+    on and above the diagonal (``same``: a diagonal block), the rest by transposition."""
+    outs: list[torch.Tensor | None] = [torch.empty(n1, n2, dtype=dtype), None]
+    for i in range(0, n1, block):
+        for j in range(i if symmetric else 0, n2, block):
+            si, sj = slice(i, i + block), slice(j, j + block)
+            for slot, value in enumerate(compute(si, sj, symmetric and i == j)):
+                if value is None:
+                    continue
+                if outs[slot] is None:
+                    outs[slot] = torch.empty(n1, n2, dtype=dtype)
+                value = value.cpu()
+                outs[slot][si, sj] = value
+                if symmetric and j != i:
+                    outs[slot][sj, si] = value.T
+    return outs[0], outs[1]
 
 
 def _widths(spec: NetworkSpec) -> list[int]:
@@ -167,17 +190,9 @@ class KernelFn:
         if self.quadrature is not None:
             block = min(block, 256)  # quadrature holds (block, block, nodes) at once
         d1, d2 = self._diagonal(x1), self._diagonal(x2)
-        nngp = torch.empty(x1.shape[0], x2.shape[0], dtype=dtype)
-        ntk = torch.empty_like(nngp) if kind != "nngp" else None
-        for i in range(0, x1.shape[0], block):
-            # a symmetric Gram matrix: the blocks on and above the diagonal, the rest by transposition
-            for j in range(i if x2_is_x1 else 0, x2.shape[0], block):
-                k, t = self._block(x1[i:i + block], x2[j:j + block], [d[i:i + block] for d in d1],
-                                   [d[j:j + block] for d in d2], kind != "nngp", x2_is_x1 and i == j)
-                for out, value in ((nngp, k), (ntk, t)):
-                    if out is not None:
-                        value = value.cpu()
-                        out[i:i + block, j:j + block] = value
-                        if x2_is_x1 and j != i:
-                            out[j:j + block, i:i + block] = value.T
+
+        def compute(si: slice, sj: slice, same: bool):
+            return self._block(x1[si], x2[sj], [d[si] for d in d1], [d[sj] for d in d2], kind != "nngp", same)
+
+        nngp, ntk = assemble_gram(x1.shape[0], x2.shape[0], block, x2_is_x1, compute, dtype)
         return {"nngp": nngp, "ntk": ntk, "both": (nngp, ntk)}[kind]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from nnbias.engines.empirical import ntk_of_function
+from nnbias.engines.kernels import assemble_gram
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.errors import check_choice, check_positive, require
 from nnbias.layers import KernelState, LayeredSpec
@@ -186,25 +187,15 @@ class SerialKernelFn:
         v1 = self.variances(x1, False, memory)
         v2 = v1 if symmetric else self.variances(x2, False, memory)
         block = max(1, math.isqrt(max(1, memory // self._pair_bytes(x1.element_size()))))
-        n1, n2 = x1.shape[0], x2.shape[0]
-        out_nngp = torch.empty(n1, n2, dtype=dtype)
-        out_ntk = torch.empty_like(out_nngp) if ntk else None
-        for i in range(0, n1, block):
-            for j in range(i if symmetric else 0, n2, block):
-                si, sj = slice(i, i + block), slice(j, j + block)
-                pairs = iter([(a[si], b[sj]) for a, b in zip(v1, v2, strict=True)])
-                state = self._walk(
-                    KernelState.of_inputs(x1[si], x2[sj], self.spec.needs_full_covariance, ntk),
-                    pairs,
-                    same=symmetric and i == j,
-                )
-                for out, value in ((out_nngp, state.nngp), (out_ntk, state.ntk)):
-                    if out is not None:
-                        value = value.cpu()
-                        out[si, sj] = value
-                        if symmetric and j != i:
-                            out[sj, si] = value.T
-        return {"nngp": out_nngp, "ntk": out_ntk, "both": (out_nngp, out_ntk)}[kind]
+
+        def compute(si: slice, sj: slice, same: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+            pairs = iter([(a[si], b[sj]) for a, b in zip(v1, v2, strict=True)])
+            full = self.spec.needs_full_covariance
+            state = self._walk(KernelState.of_inputs(x1[si], x2[sj], full, ntk), pairs, same=same)
+            return state.nngp, state.ntk
+
+        nngp, theta = assemble_gram(x1.shape[0], x2.shape[0], block, symmetric, compute, dtype)
+        return {"nngp": nngp, "ntk": theta, "both": (nngp, theta)}[kind]
 
 
 # finite-network kernels -----------------------------------------------------------

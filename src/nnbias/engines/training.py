@@ -149,11 +149,10 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     require(probe.shape[0] == k, f"fn gives {probe.shape[0]} network outputs but the parameters hold {k} "
                                  "networks; they must match")
     classes = probe.shape[2] if probe.ndim == 3 else 2  # a k-output readout: k classes
-    if probe.ndim == 3:
-        require(bool(((y >= 0) & (y < classes) & (y == y.round())).all()),
-                f"a {classes}-output network needs labels 0..{classes - 1}")
+    labels = bool(((y >= 0) & (y < classes) & (y == y.round())).all())
+    require(probe.ndim < 3 or labels, f"a {classes}-output network needs labels 0..{classes - 1}")
     wants_classes = config.loss == "ce" or config.stop == "accuracy" or probe.ndim == 3
-    classification = wants_classes and bool(((y >= 0) & (y < classes) & (y == y.round())).all())
+    classification = wants_classes and labels
     require(config.loss == "mse" or classification,
             "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
     if config.stop == "accuracy":

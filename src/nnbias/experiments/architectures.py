@@ -196,12 +196,13 @@ def kernel_cell(task_name: str, name: str, s: ArchitecturesSettings) -> pd.DataF
     caps = (s.kernel_train, s.kernel_test) + ((s.pooled_train, s.pooled_test) if readout == "gap" else ())
     n = min([len(task.y_train)] + [c for c in caps[::2] if c is not None])
     m = min([len(task.y_test)] + [c for c in caps[1::2] if c is not None])
-    x = torch.cat([task.x_train[:n], task.x_test[:m]])
     start = time.perf_counter()
-    grams = SerialKernelFn(spec)(x, kind="both", dtype=torch.float32, device=s.device)
+    kernel = functools.partial(SerialKernelFn(spec), kind="both", dtype=torch.float32, device=s.device)
+    trains = kernel(task.x_train[:n])  # symmetric: its upper triangle
+    crosses = kernel(task.x_test[:m], task.x_train[:n])  # the test-test block is never needed
     rows = []
-    for kind, gram in zip(("nngp", "ntk"), grams, strict=True):
-        pred = kernel_classify(gram[:n, :n], task.y_train[:n], gram[n:, :n], task.classes)
+    for kind, train_gram, cross in zip(("nngp", "ntk"), trains, crosses, strict=True):
+        pred = kernel_classify(train_gram, task.y_train[:n], cross, task.classes)
         rows.append(
             {
                 "task": task_name,
