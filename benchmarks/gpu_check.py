@@ -10,21 +10,29 @@ Meant to finish in under 5 minutes on one GPU.
 """
 
 import argparse
+import importlib
 import sys
+import tempfile
 import time
+import traceback
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, "src")
 
+from nnbias.bench import matmul_gflops  # noqa: E402
 from nnbias.engines.empirical import ntk_of_function  # noqa: E402
 from nnbias.engines.ensemble import sample_ensemble  # noqa: E402
 from nnbias.engines.kernels import KernelFn  # noqa: E402
-from nnbias.engines.sampler import sample_chunk  # noqa: E402
+from nnbias.engines.sampler import FoldedNets, FunctionCounts, sample_chunk  # noqa: E402
 from nnbias.engines.serial import SerialKernelFn, SerialNets, network_fn, sample_serial  # noqa: E402
 from nnbias.engines.training import TrainConfig, train  # noqa: E402
 from nnbias.layers import LayeredSpec  # noqa: E402
 from nnbias.spec import NetworkSpec  # noqa: E402
+from nnbias.store import Store  # noqa: E402
 
 CNN = "conv1d:{w}:5:1:2,relu,conv1d:{w}:3:1:2,relu,conv1d:{w}:3:1:2,relu,{ro},dense:10"
 
@@ -100,19 +108,135 @@ def checks(device: str, n: int, k: int, steps: int) -> list[tuple[str, float, fl
     dev, t_dev = timed(lambda: forward(device))
     rows.append((f"{4 * k} stacked MLPs 7-40-40-1 forward, float64", relative(dev, cpu), 1e-10, t_cpu, t_dev))
 
-    cpu, t_cpu = timed(lambda: sample_chunk(mlp7, 0, 0, 1 << 14))
-    dev, t_dev = timed(lambda: sample_chunk(mlp7, 0, 0, 1 << 14, device=device))
-    same = float(cpu.counts.sum() == dev.counts.sum())
-    rows.append(("sampler, 16384 nets 7-40-40-1 (own RNG per device: totals only)", 1 - same, 0.0, t_cpu,
-                 t_dev))
+    folded = FoldedNets.draw(mlp7, 1 << 14, 0, generator=torch.Generator().manual_seed(4))
+
+    def counted(where: str) -> dict[bytes, int]:
+        if where == "cpu":
+            fc = FunctionCounts.from_packed(folded.cube_tables())
+        else:
+            fc = FunctionCounts.from_signs(FoldedNets(mlp7, [m.to(where) for m in folded.mats]).cube_signs())
+        return {t.tobytes(): int(c) for t, c in zip(fc.tables, fc.counts, strict=True)}
+
+    cpu, t_cpu = timed(lambda: counted("cpu"))
+    dev, t_dev = timed(lambda: counted(device))
+    moved = sum(abs(cpu.get(t, 0) - dev.get(t, 0)) for t in cpu.keys() | dev.keys()) / 2 / (1 << 14)
+    rows.append(("sampler tables+counts, 16384 nets 7-40-40-1 (share moved)", moved, 1e-3, t_cpu, t_dev))
     return rows
+
+
+# every experiment at a tiny size: (module, run function, settings overrides); the whole list takes a
+# few minutes on one CPU core, and is what `--experiments` runs on the device beside the CPU
+EXPERIMENTS = {
+    "kernels": ("kernels", "run_kernels", {"tasks": ("digits-3-5",), "widths": (32, 64), "networks": 2,
+                                           "steps": 50, "convergence_widths": (64, 128),
+                                           "convergence_seeds": 2, "fluctuation_depths": (1, 2),
+                                           "fluctuation_widths": (16, 32), "fluctuation_networks": 50}),
+    "features": ("features", "run_features", {"parametrizations": ("ntk", "mup"), "tasks": ("single-index",),
+                                              "widths": (32, 64), "networks": 2, "steps": 20,
+                                              "coord_widths": (64, 128)}),
+    "gap": ("gap", "run_gap", {"tasks": ("linear",), "widths": (32, 64), "networks": 2, "steps": 50,
+                               "curve_sizes": (50, 100)}),
+    "transfer": ("transfer", "run_transfer", {"pairs": ("single-index-same",), "sizes": (16,),
+                                              "claim_size": 16, "width": 64, "networks": 2, "steps": 50}),
+    "inside": ("inside", "run_inside", {"widths": (32, 64), "networks": 2, "steps": 50}),
+    "gibbs": ("gibbs", "run_gibbs", {"step_sizes": (0.1,), "chains": 500, "draws": 20_000, "steps": 200,
+                                     "sgd_lrs": (0.1,), "sgd_batches": (2,)}),
+    "posterior": ("posterior", "run_posterior", {"widths": (8, 16), "samples": 40,
+                                                 "methods": ("rejection", "sgd-ntk")}),
+    "routes": ("routes", "run_routes", {"widths": (2, 4), "samples": 300, "readouts": 32}),
+    "bound": ("bound", "run_bound", {"tasks": ("bool7-0011",), "corruptions": (0.0,), "networks": 2}),
+    "sgd-vs-bayes": ("sgd_bayes", "run_sgd_bayes", {"tasks": ("bool5-0011",), "methods": ("sgd-b8",),
+                                                    "runs": 500, "rejection_samples": 100_000}),
+    "architectures": ("architectures", "run_architectures", {"tasks": ("digits-10",), "mlp_widths": (16,),
+                                                             "cnn_widths": (4,), "networks": 1, "epochs": 2,
+                                                             "boolean_samples": 2000}),
+}
+
+
+def _experiment(name: str, device: str, folder: Path) -> tuple[dict[str, pd.DataFrame], list[str], float]:
+    """Run one tiny experiment on ``device`` into a fresh store: its tables, verdicts and seconds."""
+    module, runner, overrides = EXPERIMENTS[name]
+    mod = importlib.import_module(f"nnbias.experiments.{module}")
+    settings = mod.settings_for("small", device=device, **overrides)
+    start = time.perf_counter()
+    with Store(folder / f"{name}-{device}.duckdb") as st:
+        result = getattr(mod, runner)(st, settings, folder / f"{name}-{device}", quiet=True)
+        tables: dict[str, list[pd.DataFrame]] = {}
+        for run_id in st.runs()["run_id"]:
+            for table in st.run_tables(run_id):
+                if table not in ("runs", "claims"):
+                    tables.setdefault(table, []).append(st.table(table, run_id).drop(columns="run_id"))
+    seconds = time.perf_counter() - start
+    return ({t: pd.concat(f, ignore_index=True) for t, f in tables.items()},
+            [c["verdict"] for c in result["claims"]], seconds)
+
+
+def _largest_difference(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> tuple[float, int]:
+    """Largest relative difference between the float columns of tables of the same shape, and how many
+    tables differ in shape (float32 experiments may count other functions on another device)."""
+    worst, reshaped = 0.0, 0
+    for name in a.keys() & b.keys():
+        x, y = a[name], b[name]
+        floats = [c for c in x.columns if c in y.columns and pd.api.types.is_float_dtype(x[c])
+                  and c != "seconds"]
+        if x.shape != y.shape:
+            reshaped += 1
+            continue
+        for c in floats:
+            u, v = x[c].to_numpy(float), y[c].to_numpy(float)
+            both = np.isfinite(u) & np.isfinite(v)
+            scale = np.abs(v[both]).max(initial=0.0) or 1.0
+            worst = max(worst, float(np.abs(u[both] - v[both]).max(initial=0.0) / scale))
+    return worst, reshaped
+
+
+def experiments_on(device: str, names: list[str]) -> int:
+    """Every named experiment on the CPU and on ``device``: one line each; the number that failed."""
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in names:
+            try:
+                cpu, cpu_verdicts, t_cpu = _experiment(name, "cpu", folder)
+                dev, dev_verdicts, t_dev = _experiment(name, device, folder)
+            except Exception:  # noqa: BLE001 (the check reports every experiment, then fails)
+                failed += 1
+                print(f"FAIL experiment {name} on {device}:\n{traceback.format_exc(limit=-3)}")
+                continue
+            worst, reshaped = _largest_difference(dev, cpu)
+            same = sum(a == b for a, b in zip(cpu_verdicts, dev_verdicts, strict=False))
+            print(f"ok   experiment {name:14s} {len(cpu)} tables, max rel. diff {worst:8.1e}"
+                  f"{f' ({reshaped} tables of another shape)' if reshaped else ''}, verdicts {same}/"
+                  f"{len(cpu_verdicts)} the same  cpu {t_cpu:7.1f} s  {device} {t_dev:7.1f} s")
+    return failed
+
+
+def sampler_speed(device: str, chunk: int, chunks: int) -> str:
+    """The sampler's networks/s on ``device`` (7-40-40-1, all 128 inputs, counting included) and the
+    fraction of the device's float32 matmul throughput it reaches, both measured here."""
+    spec = NetworkSpec(7, (40, 40))
+    sample_chunk(spec, 0, 0, chunk, device=device, batch=chunk)
+    _, seconds = timed(lambda: [sample_chunk(spec, 0, c, chunk, device=device, batch=chunk)
+                                for c in range(chunks)])
+    rate = chunk * chunks / seconds
+    flops = rate * 2 * 128 * sum(i * o for i, o in spec.layer_sizes) / 1e9
+    peak = matmul_gflops(device)
+    return (f"sampler on {device}: {rate:,.0f} nets/s in chunks of {chunk}, {flops:,.0f} GFLOP/s of "
+            f"{peak:,.0f} (float32 matmul measured here): {flops / peak:.1%} of peak")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's run)")
+    parser.add_argument("--experiments", default="all",
+                        help="comma-separated experiments to run on both devices, 'all' or 'none'")
     args = parser.parse_args()
+    names = (list(EXPERIMENTS) if args.experiments == "all" else
+             [] if args.experiments == "none" else args.experiments.split(","))
+    for name in names:
+        if name not in EXPERIMENTS:
+            parser.error(f"experiment {name!r} is not allowed; choose from {', '.join(EXPERIMENTS)}")
     n, k, steps = (64, 2, 1) if args.quick else (2000, 16, 20)
     print(f"device {args.device} against cpu; torch {torch.__version__}"
           + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""))
@@ -122,6 +246,8 @@ def main() -> int:
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name:62s} rel. diff {diff:9.2e} (tol {tol:.0e})  "
               f"cpu {t_cpu:8.3f} s  {args.device} {t_dev:8.3f} s  ratio {t_cpu / max(t_dev, 1e-9):6.1f}x")
+    print(sampler_speed(args.device, *((1 << 12, 2) if args.quick else (1 << 20, 16))))
+    failed += experiments_on(args.device, names)
     return 1 if failed else 0
 
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def nnbias(*args, cwd=None):
@@ -71,6 +72,11 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["runs", "--store", "missing.duckdb"], "does not exist"),
     (["claims", "--store", "missing.duckdb"], "does not exist"),
     (["pfmap", "--device", "tpu"], "device='tpu'"),
+    *[([cmd, "--device", "tpu"], "device='tpu'") for cmd in (
+        "kernels", "sgd-vs-bayes", "features", "gap", "transfer", "inside", "posterior", "gibbs", "bound",
+        "routes", "architectures", "reproduce")],
+    *([([cmd, "--device", "cuda"], "no CUDA GPU is visible") for cmd in ("gap", "bound")]
+      if not torch.cuda.is_available() else []),
     (["pfmap", "--seed", "9223372036854775808"], "seed=9223372036854775808"),
     (["pfmap", "--samples", "1e30"], "<= 1000000000000"),
     (["pfmap", "--workers", "0"], "workers=0"),

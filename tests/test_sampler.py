@@ -163,3 +163,45 @@ def test_cube_tables_when_every_unit_is_dead(hidden):
     nets.mats[-1][::2].neg_()
     expected = np.packbits(nets.forward(hypercube(4)).numpy() > 0, axis=1)
     assert np.array_equal(nets.cube_tables(), expected) and not expected.any()
+
+
+@pytest.mark.parametrize("width", [1, 5, 8, 16, 63, 64, 65, 128, 512])
+def test_counting_on_the_device_equals_packbits_and_np_unique(width):
+    """``from_signs`` (torch packing, torch.unique) against numpy's packbits + unique, with many
+    repeated rows, for table widths below, at and beyond one 64-bit word."""
+    gen = torch.Generator().manual_seed(width)
+    distinct = torch.rand(12, width, generator=gen) > 0.5
+    signs = distinct[torch.randint(0, 12, (3000,), generator=gen)]
+    got = FunctionCounts.from_signs(signs)
+    want = FunctionCounts.from_packed(np.packbits(signs.numpy(), axis=1))
+    assert np.array_equal(got.tables, want.tables) and np.array_equal(got.counts, want.counts)
+    assert got.counts.sum() == 3000
+
+
+def test_generator_path_counts_its_networks_signs():
+    """The GPU path (torch's generator, device packing and counting), run on the CPU: the same
+    counts as packbits of the same networks' forward signs, and whole batches or many give one
+    answer."""
+    from nnbias.engines.sampler import generator_counts
+
+    spec = NetworkSpec(5, (12,), "tanh", sigma_b=0.4)
+    got = generator_counts(spec, 2000, 11, "cpu", batch=2000)
+    nets = FoldedNets.draw(spec, 2000, 11, generator=torch.Generator().manual_seed(11))
+    want = FunctionCounts.from_packed(np.packbits((nets.forward(hypercube(5)) > 0).numpy(), axis=1))
+    assert np.array_equal(got.tables, want.tables) and np.array_equal(got.counts, want.counts)
+    batched = generator_counts(spec, 2000, 11, "cpu", batch=300)
+    assert batched.counts.sum() == 2000 and len(batched.counts) > 10
+
+
+def test_generator_path_matches_exact_volumes():
+    """The GPU path's frequencies against the exact volumes of a 3-input perceptron (chi-square)."""
+    from nnbias.engines.sampler import generator_counts
+
+    spec = NetworkSpec(3, (), sigma_b=0.7)
+    exact = {v.truth_table: v.probability for v in exact_volumes(spec)}
+    fc = generator_counts(spec, 200_000, 5, "cpu", batch=50_000)
+    seen = dict(zip(packed_to_strings(fc.tables, 3), fc.counts, strict=True))
+    tables = sorted(exact)
+    _, _, p = goodness_of_fit(np.array([seen.get(t, 0) for t in tables]),
+                              np.array([exact[t] for t in tables]))
+    assert p > 1e-3

@@ -125,47 +125,92 @@ def test_chunk_counts_are_summed_into_function_counts_when_the_run_finishes(tmp_
         assert st.run_status(run_id) == "done" and st.total_samples(run_id) == 13
 
 
-SWEEPS = {  # a sweep of sampling cells, of training cells, and of both: the CLI commands as users run them
+SWEEPS = {  # the CLI commands as users run them, small: sampling and training cells, chunked training
     "routes": ["routes", "--widths", "2,4,8", "--samples", "300", "--readouts", "32"],
     "posterior": ["posterior", "--widths", "8,16,32", "--samples", "40", "--methods", "rejection,sgd-ntk"],
+    "sgd-vs-bayes": ["sgd-vs-bayes", "--tasks", "bool5-0011", "--methods", "sgd-b8", "--runs", "3000",
+                     "--rejection-samples", "1e5"],
 }
-CELL_TABLES = {"routes": "routes_cells", "posterior": "posterior_cells"}
+SLOW_SWEEPS = {  # every other experiment: the same resumption code, a minute or so each here
+    "kernels": ["kernels", "--tasks", "digits-3-5,single-index,linear", "--widths", "32,64,128",
+                "--networks", "2", "--steps", "100"],
+    "features": ["features", "--parametrizations", "ntk,mup", "--tasks", "single-index", "--widths",
+                 "32,64,128,256", "--networks", "2", "--steps", "30"],
+    "gap": ["gap", "--tasks", "linear", "--widths", "32,64,128", "--networks", "2", "--steps", "100",
+            "--curve-sizes", "50,100"],
+    "transfer": ["transfer", "--pairs", "single-index-same,single-index-flip", "--sizes", "16,64",
+                 "--claim-size", "16", "--width", "64", "--networks", "2", "--steps", "50"],
+    "inside": ["inside", "--widths", "32,64,128", "--networks", "2", "--steps", "100"],
+    "gibbs": ["gibbs", "--step-sizes", "0.1,1.0", "--chains", "500", "--draws", "20000"],
+    "bound": ["bound", "--tasks", "bool7-0011", "--corruptions", "0,1", "--networks", "2"],
+    "architectures": ["architectures", "--tasks", "digits-10", "--mlp-widths", "16", "--cnn-widths", "4",
+                      "--networks", "1", "--epochs", "2", "--boolean-samples", "2000"],
+}
+UNITS = ("runs", "claims")  # tables that are not units of work
+TIMINGS = ("seconds",)  # wall-clock columns: the only ones a rerun may change
 
 
-def _stored_cells(path, name):
+def _progress(path):
+    """Rows stored so far in every run's tables of results (units of work of every phase)."""
     with Store(path, read_only=True) as st:
-        run_id = st.runs()["run_id"].iloc[0]
-        frame = st.table(CELL_TABLES[name], run_id).drop(columns="run_id")
-        return frame.sort_values(list(frame.columns), ignore_index=True), st.run_status(run_id)
+        return sum(count for run_id in st.runs()["run_id"]
+                   for name, count in st.run_tables(run_id).items() if name not in UNITS)
 
 
-@pytest.mark.parametrize("name", sorted(SWEEPS))
-def test_kill_9_of_a_sweep_then_resume_gives_the_uninterrupted_cells(tmp_path, name):
-    """A real kill -9 of `nnbias <sweep>` once some cells are stored (read through the busy store's
-    snapshot), then the same command again: the cells equal an uninterrupted run's, none twice."""
-    args = [sys.executable, "-m", "nnbias", *SWEEPS[name], "--quiet", "--out", str(tmp_path / "figs")]
+def _stored(path):
+    """Every run's status and every table of it (timings dropped, rows sorted), by run id."""
+    out = {}
+    with Store(path, read_only=True) as st:
+        for run_id in sorted(st.runs()["run_id"]):
+            tables = {}
+            for name in st.run_tables(run_id):
+                if name == "runs":  # its timestamps differ
+                    continue
+                frame = st.table(name, run_id).drop(columns=["run_id", *TIMINGS], errors="ignore")
+                tables[name] = frame.sort_values(list(frame.columns), ignore_index=True)
+            out[run_id] = (st.run_status(run_id), tables)
+    return out
+
+
+def _kill_and_resume(tmp_path, name, args):
+    """A real kill -9 of `nnbias <name>` as soon as its first unit of work is stored (read through the
+    busy store's snapshot), then the same command again: every table equals an uninterrupted run's."""
+    args = [sys.executable, "-m", "nnbias", *args, "--quiet", "--out", str(tmp_path / "figs")]
     reference, crashed = tmp_path / "reference.duckdb", tmp_path / "crashed.duckdb"
-    subprocess.run([*args, "--store", str(reference)], check=True, capture_output=True, timeout=600)
-    ref, status = _stored_cells(reference, name)
-    assert status == "done"
+    subprocess.run([*args, "--store", str(reference)], check=True, capture_output=True, timeout=900)
+    ref = _stored(reference)
+    assert ref and all(status == "done" for status, _ in ref.values())
 
     proc = subprocess.Popen([*args, "--store", str(crashed)], stderr=subprocess.DEVNULL)
-    deadline, partial = time.time() + 300, 0
+    deadline, partial = time.time() + 600, 0
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.3)
         try:
-            frame, _ = _stored_cells(crashed, name)
-            partial = len(frame)
+            partial = _progress(crashed)
         except (NNBiasError, IndexError, KeyError):  # not created yet, or a snapshot mid-checkpoint
             continue
-        if partial >= len(ref) // 3:
+        if partial:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    cut, status = _stored_cells(crashed, name)
-    assert 0 < len(cut) < len(ref) and status == "running", "the kill should land mid-run"
+    assert _progress(crashed) > 0, "the kill should land after the first unit of work"
+    assert any(status == "running" for status, _ in _stored(crashed).values()), "... and before the end"
 
-    subprocess.run([*args, "--store", str(crashed)], check=True, capture_output=True, timeout=600)
-    resumed, status = _stored_cells(crashed, name)
-    assert status == "done"
-    assert resumed.equals(ref)  # bit-identical cells, none lost, none twice
+    subprocess.run([*args, "--store", str(crashed)], check=True, capture_output=True, timeout=900)
+    resumed = _stored(crashed)
+    assert resumed.keys() == ref.keys()
+    for run_id, (status, tables) in resumed.items():
+        assert status == "done" and tables.keys() == ref[run_id][1].keys()
+        for table, frame in tables.items():  # bit-identical rows, none lost, none twice
+            assert frame.equals(ref[run_id][1][table]), (run_id, table)
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_kill_9_of_an_experiment_then_resume_gives_the_uninterrupted_results(tmp_path, name):
+    _kill_and_resume(tmp_path, name, SWEEPS[name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW_SWEEPS))
+def test_kill_9_of_every_other_experiment_then_resume(tmp_path, name):
+    _kill_and_resume(tmp_path, name, SLOW_SWEEPS[name])

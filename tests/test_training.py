@@ -131,3 +131,18 @@ def test_ep_matches_exact_orthant_probabilities():
         exact = orthant_probability(corr) if d <= 4 else stats.multivariate_normal.cdf(
             np.zeros(d), np.zeros(d), corr, abseps=1e-8, releps=1e-6, maxpts=10**7)
         assert ep_log_probability(k, y) == pytest.approx(math.log(exact), abs=0.02 + 0.005 * d)
+
+
+def test_ep_batches_give_each_labelling_its_own_answer():
+    """Batched EP (labellings leave the batch as they converge) against each labelling alone, with
+    batches of one and of all: the same log probabilities."""
+    from nnbias.estimators.ep import ep_log_probabilities
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(12, 15))
+    k = a @ a.T / 12 + 0.2
+    ys = np.where(rng.random((9, 12)) < 0.5, -1.0, 1.0)
+    alone = np.array([ep_log_probability(k, y) for y in ys])
+    assert np.allclose(ep_log_probabilities(k, ys), alone, rtol=0, atol=1e-10)
+    assert np.allclose(ep_log_probabilities(k, ys, memory=1), alone, rtol=0, atol=1e-10)
+    assert len(set(np.round(alone, 6))) > 1  # different labellings, different answers

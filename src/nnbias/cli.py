@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, check_seed
+from nnbias.errors import NNBiasError, check_choice, check_device, check_int, check_positive, check_seed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Put theories of neural-network generalisation to empirical test.")
@@ -34,6 +34,8 @@ QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 EXECUTOR = typer.Option("threads", help="threads (this process) or dask.")
 WORKERS = typer.Option(None, help="Threads or local Dask worker processes [default: all cores].")
 SCHEDULER = typer.Option(None, help="Address of a running Dask scheduler (with --executor dask).")
+DEVICE = typer.Option("cpu", help="cpu or cuda: where networks train and kernels are computed "
+                                  "(random draws stay on the CPU's generator).")
 STORE = typer.Option(None, "--store", help="DuckDB results file [default: $NNBIAS_STORE or "
                      "./nnbias-results/nnbias.duckdb].")
 
@@ -408,6 +410,7 @@ def kernel(
     memory: str = typer.Option(None, help="With --layers: bytes one block of the computation may use, "
                                           "e.g. 2e9 [2^28, 256 MiB]."),
     dtype: str = typer.Option("float64", help="float32 or float64."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where the blocks are computed."),
     out: Path = typer.Option(..., "--out", help="Where to write the (N, M) kernel as .npy."),
     as_json: bool = JSON,
 ) -> None:
@@ -448,7 +451,7 @@ def kernel(
         compute = SerialKernelFn(spec)
         options = {} if memory is None else {"memory": parse_count("memory", memory)}
     gram = compute(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
-                   kind=kind, dtype=getattr(torch, dtype), **options)
+                   kind=kind, dtype=getattr(torch, dtype), device=check_device(device), **options)
     try:
         with open(out, "wb") as f:  # the exact name given, never a second one
             np.save(f, gram.numpy())
@@ -486,6 +489,7 @@ def kernels(
     scale: str = typer.Option("small", help="small or paper (widths to 4096, 16 convergence seeds, "
                                             "2000 networks per fluctuation cell)."),
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -499,7 +503,8 @@ def kernels(
     from nnbias.experiments.kernels import run_kernels, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, tasks=parse_names(tasks),
+    settings = settings_for(scale, device=check_device(device),
+                            tasks=parse_names(tasks),
                             widths=parse_widths(widths, "widths") if widths else None, depth=depth,
                             networks=networks, steps=steps, seed=check_seed(seed))
     with executing(executor, workers, scheduler, "kernels") as ex, Store(store) as st:
@@ -531,8 +536,6 @@ def bench_pfmap_cmd(
 ) -> None:
     """Networks/s of the batched sampler beside a per-network loop and dense-matmul throughput."""
     from nnbias.bench import bench_pfmap
-    from nnbias.experiments.sampling import check_device
-
     r = bench_pfmap(parse_count("samples", samples), workers=workers, device=check_device(device))
     emit(r, as_json, "\n".join([
         f"network: {r['network']} on all 128 inputs, device {r['device']}, {r['workers']} workers",
@@ -565,6 +568,7 @@ def sgd_vs_bayes(
                                                "fit S by then are counted."),
     scale: str = typer.Option("small", help="small (minutes) or paper (Mingard et al.'s sample sizes)."),
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -581,7 +585,7 @@ def sgd_vs_bayes(
     if lr is not None:
         check_positive("lr", lr)
     settings = settings_for(
-        scale, tasks=parse_names(tasks),
+        scale, device=check_device(device), tasks=parse_names(tasks),
         methods=parse_names(methods),
         runs=parse_count("runs", runs) if runs else None,
         rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
@@ -605,6 +609,7 @@ def features(
     steps: int = typer.Option(None, help="Full-batch SGD steps [small: 100, paper: 500]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -618,8 +623,8 @@ def features(
     from nnbias.experiments.features import run_features, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(
-        scale, parametrizations=parse_names(parametrizations),
+    settings = settings_for(scale, device=check_device(device),
+                            parametrizations=parse_names(parametrizations),
         tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, depth=check_int("depth", depth, minimum=1),
         networks=networks, steps=steps, seed=check_seed(seed))
@@ -640,6 +645,7 @@ def gap(
                                                "[small: 50..800, paper: 25..3200]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -654,8 +660,8 @@ def gap(
     from nnbias.experiments.gap import run_gap, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(
-        scale, tasks=parse_names(tasks),
+    settings = settings_for(scale, device=check_device(device),
+                            tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, networks=networks, steps=steps,
         curve_sizes=parse_counts("curve size", curve_sizes),
         seed=check_seed(seed))
@@ -678,6 +684,7 @@ def transfer(
     steps: int = typer.Option(None, help="Gradient-descent steps on A and on B [small: 500, paper: 2000]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -694,8 +701,8 @@ def transfer(
     n_b = parse_counts("n_B", sizes)
     if n_b and claim_size is None:  # judge at the middle of the sizes asked for
         claim_size = sorted(n_b)[len(n_b) // 2]
-    settings = settings_for(
-        scale, pairs=parse_names(pairs), sizes=n_b,
+    settings = settings_for(scale, device=check_device(device),
+                            pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
         seed=check_seed(seed))
     with executing(executor, workers, scheduler, "transfer") as ex, Store(store) as st:
@@ -713,6 +720,7 @@ def inside(
     steps: int = typer.Option(None, help="Gradient-descent steps of the trained network [small: 500]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -726,7 +734,8 @@ def inside(
     from nnbias.experiments.inside import run_inside, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
+    settings = settings_for(scale, device=check_device(device),
+                            task=task, widths=parse_widths(widths, "widths") if widths else None,
                             parametrizations=parse_names(parametrizations),
                             networks=networks, steps=steps, seed=check_seed(seed))
     with executing(executor, workers, scheduler, "inside") as ex, Store(store) as st:
@@ -744,6 +753,7 @@ def posterior(
     temperature: float = typer.Option(None, help="Langevin's temperature T in exp(-L/T) [0.01]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -757,7 +767,8 @@ def posterior(
     from nnbias.experiments.posterior import run_posterior, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
+    settings = settings_for(scale, device=check_device(device),
+                            task=task, widths=parse_widths(widths, "widths") if widths else None,
                             methods=parse_names(methods), samples=samples, temperature=temperature,
                             seed=check_seed(seed))
     if temperature is not None and "langevin" not in settings.methods:
@@ -776,6 +787,7 @@ def gibbs(
     draws: str = typer.Option(None, help="Prior draws of the exact reference [small: 1e6, paper: 1e7]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -788,7 +800,8 @@ def gibbs(
     from nnbias.experiments.gibbs import run_gibbs, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
+    settings = settings_for(scale, device=check_device(device),
+                            temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
                             chains=chains, draws=parse_count("draws", draws) if draws else None,
                             seed=check_seed(seed))
     with executing(executor, workers, scheduler, "gibbs") as ex, Store(store) as st:
@@ -804,6 +817,7 @@ def bound(
     networks: int = typer.Option(None, help="SGD-trained networks per setting [small: 8, paper: 32]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -816,7 +830,8 @@ def bound(
     from nnbias.experiments.bound import run_bound, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, tasks=parse_names(tasks),
+    settings = settings_for(scale, device=check_device(device),
+                            tasks=parse_names(tasks),
                             corruptions=parse_floats("corruptions", corruptions),
                             networks=networks, seed=check_seed(seed))
     with executing(executor, workers, scheduler, "bound") as ex, Store(store) as st:
@@ -871,6 +886,7 @@ def routes(
     readouts: int = typer.Option(None, help="Prior readouts tried per random hidden layer [small: 256]."),
     scale: str = SCALE,
     seed: int = typer.Option(0),
+    device: str = DEVICE,
     executor: str = EXECUTOR,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
@@ -884,7 +900,8 @@ def routes(
     from nnbias.experiments.routes import run_routes, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, widths=parse_widths(widths, "widths") if widths else None,
+    settings = settings_for(scale, device=check_device(device),
+                            widths=parse_widths(widths, "widths") if widths else None,
                             samples=samples, readouts=readouts, seed=check_seed(seed))
     with executing(executor, workers, scheduler, "routes") as ex, Store(store) as st:
         result = run_routes(st, settings, out, quiet, ex)

@@ -66,3 +66,13 @@ SEED_MAX = 2**63 - 1  # the store keeps seeds as DuckDB BIGINT
 def check_seed(value: Any) -> int:
     """A run seed: a whole number 0 <= seed < 2^63 (what the results store can hold)."""
     return check_int("seed", value, minimum=0, maximum=SEED_MAX)
+
+
+def check_device(device: str) -> str:
+    """``cpu``, or ``cuda`` where a CUDA GPU is visible: where an experiment's tensors are computed."""
+    import torch
+
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NNBiasError("device='cuda' is not allowed here: no CUDA GPU is visible; use 'cpu'")
+    return device

@@ -103,6 +103,8 @@ class DaskExecutor:
 
         todo = iter(chunks)
         window = 2 * max(1, len(self.client.scheduler_info()["workers"]))
+        # the work travels with every chunk: scattered once, it would be lost with the workers holding
+        # it (measured: a run whose only worker died ended in FutureCancelledError, not a retry)
         futures = as_completed()
         owner = {}
         for chunk in todo:

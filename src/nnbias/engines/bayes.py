@@ -73,28 +73,31 @@ class RejectionSample:
 
 
 def prior_chunks(spec: NetworkSpec, draws: int, seed: int, chunk: int = 4096,
-                 dtype: torch.dtype = torch.float32) -> Iterator[Ensemble]:
-    """``draws`` prior networks in chunks of ``chunk``, chunk c from the generator seeded by (seed, c):
-    the networks depend on the seed alone, however many chunks a caller consumes."""
+                 dtype: torch.dtype = torch.float32, device: str = "cpu") -> Iterator[Ensemble]:
+    """``draws`` prior networks in chunks of ``chunk``, chunk c from the (CPU) generator seeded by
+    (seed, c), placed on ``device``: the networks depend on the seed alone, however many chunks a
+    caller consumes and wherever they are evaluated."""
     draws = check_int("draws", draws, minimum=1)
     chunk, seed = check_int("chunk", chunk, minimum=1), check_seed(seed)
     for index, start in enumerate(range(0, draws, chunk)):
         generator = torch.Generator().manual_seed(chunk_seed(seed, index))
-        yield sample_ensemble(spec, min(chunk, draws - start), generator, dtype)
+        yield sample_ensemble(spec, min(chunk, draws - start), generator, dtype, device)
 
 
 def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wanted: int, seed: int,
-                        max_draws: int, chunk: int = 4096, dtype: torch.dtype = torch.float32
-                        ) -> RejectionSample:
+                        max_draws: int, chunk: int = 4096, dtype: torch.dtype = torch.float32,
+                        device: str = "cpu") -> RejectionSample:
     """Prior draws conditioned on fitting (x, y): chunks of ``chunk`` networks, chunk c drawn from the
     generator seeded by (seed, c), until ``wanted`` fit or ``max_draws`` were drawn; the kept networks
     depend on the seed alone (bit-identical reruns). Fewer than ``wanted`` come back when the budget
-    runs out, so a caller can say that the acceptance rate was too low."""
+    runs out, so a caller can say that the acceptance rate was too low. The draws are evaluated on
+    ``device``."""
     wanted = check_int("wanted", wanted, minimum=1)
     max_draws = check_int("max_draws", max_draws, minimum=1)
     kept: list[Ensemble] = []
     found = draws = 0
-    for nets in prior_chunks(spec, max_draws, seed, chunk, dtype):
+    x, y = x.to(device), y.to(device)
+    for nets in prior_chunks(spec, max_draws, seed, chunk, dtype, device):
         ok = fits(nets, x, y)
         if ok.any():
             kept.append(select(nets, ok))
@@ -103,15 +106,17 @@ def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wan
         if found >= wanted:
             break
     if not kept:
-        return RejectionSample(select(nets, torch.zeros(nets.size, dtype=torch.bool)), draws)
-    return RejectionSample(select(concatenate(kept), torch.arange(min(found, wanted))), draws)
+        return RejectionSample(select(nets, torch.zeros(nets.size, dtype=torch.bool, device=device)), draws)
+    return RejectionSample(select(concatenate(kept), torch.arange(min(found, wanted), device=device)), draws)
 
 
 def fit_count(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, draws: int, seed: int,
-              chunk: int = 4096) -> int:
+              chunk: int = 4096, device: str = "cpu") -> int:
     """How many of ``draws`` prior networks fit (x, y): P(S) = count / draws by rejection, from the
     same chunks :func:`rejection_posterior` draws, so the two agree on the same seed."""
-    return sum(int(fits(nets, x, y).sum()) for nets in prior_chunks(spec, draws, seed, chunk))
+    x, y = x.to(device), y.to(device)
+    return sum(int(fits(nets, x, y).sum())
+               for nets in prior_chunks(spec, draws, seed, chunk, device=device))
 
 
 def check_unit_gaussian(spec: NetworkSpec) -> None:
@@ -136,9 +141,9 @@ def langevin_posterior(nets: Ensemble, x: torch.Tensor, y: torch.Tensor, tempera
 def mean_losses(outputs: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> np.ndarray:
     """(K,) each network's mean ``loss`` over (x, y) from its outputs (K, N) on x, as ``train`` reads
     the labels (0/1 labels are classes under mse too)."""
-    y = y.reshape(1, -1).double()
+    y = y.reshape(1, -1).to(outputs.device, torch.float64)
     classes = bool(((y == 0) | (y == 1)).all())
-    return per_network_loss(outputs.double(), y.expand_as(outputs), loss, classes).numpy()
+    return per_network_loss(outputs.double(), y.expand_as(outputs), loss, classes).cpu().numpy()
 
 
 def boltzmann_weights(losses: np.ndarray, temperature: float) -> np.ndarray:

@@ -139,14 +139,15 @@ def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = N
 
 def spec_empirical_ntk(spec: NetworkSpec, x1: torch.Tensor, x2: torch.Tensor | None = None,
                        seed: int = 0, dtype: torch.dtype = torch.float64,
-                       strategy: str = "structured", **kwargs) -> torch.Tensor:
-    """Empirical NTK (N1, N2) of one network drawn from the spec, in the spec's parametrization.
+                       strategy: str = "structured", device: str = "cpu", **kwargs) -> torch.Tensor:
+    """Empirical NTK (N1, N2) of one network drawn from the spec, in the spec's parametrization,
+    computed on ``device`` (the network is drawn on the CPU: the same on every device).
 
     ``strategy``: ``structured`` (default, fastest) or any strategy of :func:`ntk_of_function`.
     """
-    nets = sample_ensemble(spec, 1, torch.Generator().manual_seed(seed), dtype=dtype)
-    x1 = x1.to(dtype)
-    x2 = None if x2 is None else x2.to(dtype)
+    nets = sample_ensemble(spec, 1, torch.Generator().manual_seed(seed), dtype=dtype, device=device)
+    x1 = x1.to(device, dtype)
+    x2 = None if x2 is None else x2.to(device, dtype)
     if strategy == "structured":
         return structured_ntk(nets, x1, x2)[0]
     fn, params = nets.functional()

@@ -95,6 +95,12 @@ class Ensemble:
                 hidden.append(h)
         return h[:, 0, :]
 
+    def to(self, device: str | torch.device) -> Ensemble:
+        """The same networks with their tensors on ``device``."""
+        return Ensemble(self.spec, [w.to(device) for w in self.weights],
+                        [None if b is None else b.to(device) for b in self.biases], self.scales,
+                        self.bias_scales)
+
     def functional(self):
         """(fn, params): the ensemble as a pure function of its parameters in the spec's parametrization.
 
@@ -135,23 +141,24 @@ class Ensemble:
 
 
 def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
-                    dtype: torch.dtype = torch.float32) -> Ensemble:
-    """Draw K networks from the spec's prior with one RNG call.
+                    dtype: torch.dtype = torch.float32, device: str | None = None) -> Ensemble:
+    """Draw K networks from the spec's prior with one RNG call, on the generator's device, and
+    place them on ``device`` (default: the generator's).
 
     One flat buffer is filled by a single ``normal_``/``uniform_`` call and
     sliced into layers: at the sizes of the original experiments random-number
     generation costs as much as the matrix products, so it must not be split
-    into many small calls.
+    into many small calls. Drawing on the CPU's generator and moving the draws
+    gives the same networks on every device.
     """
-    device = generator.device
     sizes = spec.layer_sizes
     per_net = sum(fo * fi + (fo if spec.bias else 0) for fi, fo in sizes)
-    flat = torch.empty(k * per_net, dtype=dtype, device=device)
+    flat = torch.empty(k * per_net, dtype=dtype, device=generator.device)
     if spec.prior == "gaussian":
         flat.normal_(generator=generator)
     else:
         flat.uniform_(-1.0, 1.0, generator=generator)
-    flat = flat.view(k, per_net)
+    flat = flat.to(device or generator.device).view(k, per_net)
     weights, biases = [], []
     offset = 0
     for fan_in, fan_out in sizes:

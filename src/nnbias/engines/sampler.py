@@ -16,7 +16,9 @@ fixed block of it), drawn straight into the bias-folded layout of
 tables then come from ``engines.cube``'s compiled loop, one network at a
 time (subset sums for the first layer, BLAS for the hidden products, signs
 straight to bits for the readout). GPUs, and activations that loop does not
-compute, take torch's batched forward pass.
+compute, take torch's batched forward pass; on a GPU the signs are packed and
+counted there too (``FunctionCounts.from_signs``), so only the distinct tables
+cross to the host.
 """
 
 from __future__ import annotations
@@ -62,6 +64,24 @@ class FunctionCounts:
         uniq, counts = np.unique(keys, return_counts=True)
         tables = uniq.view(np.uint8).reshape(len(uniq), rows.shape[1])
         return FunctionCounts(tables, counts.astype(np.int64))
+
+    @staticmethod
+    def from_signs(signs: torch.Tensor) -> FunctionCounts:
+        """Counts of the rows of a (K, M) boolean tensor, packed and counted on its own device:
+        the rows become the bytes of ``np.packbits`` (padded to whole int64 words) and
+        ``torch.unique`` counts the words, so a GPU sends the host only the distinct tables
+        (host-side packing and ``np.unique`` held the GPU sampler to ~3 % of its matmul peak)."""
+        k, m = signs.shape
+        nbytes = (m + 7) // 8
+        bits = torch.nn.functional.pad(signs.to(torch.uint8), (0, -m % 64)).view(k, -1, 8)
+        weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=signs.device)
+        words = (bits * weights).sum(-1, dtype=torch.uint8).view(torch.int64)  # (K, words)
+        if words.shape[1] == 1:  # up to 64 inputs: one key per row, the faster 1-D unique
+            uniq, counts = torch.unique(words[:, 0], return_counts=True)
+        else:
+            uniq, counts = torch.unique(words, dim=0, return_counts=True)
+        tables = uniq.reshape(len(uniq), -1).cpu().view(torch.uint8).numpy()[:, :nbytes]
+        return FunctionCounts.merge([FunctionCounts(tables, counts.cpu().numpy().astype(np.int64))])
 
     @staticmethod
     def merge(parts: list[FunctionCounts]) -> FunctionCounts:
@@ -175,16 +195,21 @@ class FoldedNets:
                 torch.bmm(mat[part], act(inputs[part]), out=out[part])
         return outs[-1][:, 0, :]
 
+    def cube_signs(self) -> torch.Tensor:
+        """Signs (K, 2^n) of these networks' outputs on all 2^n inputs (in the order of ``hypercube``),
+        on their device: the batched forward pass."""
+        cube = hypercube(self.spec.input_dim, self.spec.encoding).to(self.mats[0].device)
+        return self.forward(cube) > 0
+
     def cube_tables(self) -> np.ndarray:
-        """Packed truth tables (K, ceil(2^n / 8)) of these networks on all 2^n inputs, in the order of
-        ``hypercube``: ``np.packbits`` of the signs of ``forward`` on the cube. On CPU, when the
-        activation allows (``FUSED_ACTIVATIONS``), by ``engines.cube``'s compiled loop instead, which
-        gives the same tables (up to outputs within rounding of 0) about 1.5x faster."""
+        """Packed truth tables (K, ceil(2^n / 8)) of these networks (CPU) on all 2^n inputs:
+        ``np.packbits`` of ``cube_signs``, or, when the activation allows (``FUSED_ACTIVATIONS``),
+        ``engines.cube``'s compiled loop, which gives the same tables (up to outputs within rounding
+        of 0) about 1.5x faster."""
         spec = self.spec
         first = self.mats[0]
-        if first.device.type != "cpu" or spec.activation not in FUSED_ACTIVATIONS:
-            outputs = self.forward(hypercube(spec.input_dim, spec.encoding).to(first.device))
-            return np.packbits((outputs > 0).cpu().numpy(), axis=1)
+        if spec.activation not in FUSED_ACTIVATIONS:
+            return np.packbits(self.cube_signs().numpy(), axis=1)
         lo, hi = encoding_levels(spec.encoding)
         packed = np.zeros((len(first), (2**spec.input_dim + 7) // 8), np.uint8)
         cube_signs(tuple(m.numpy() for m in self.mats), spec.input_dim, lo, hi,
@@ -199,7 +224,10 @@ class FoldedNets:
         return self.outputs[size]
 
     def _slices(self, size: int) -> list[slice]:
-        """Networks evaluated together: about _SLICE of them at 128 inputs, fewer at more inputs."""
+        """Networks evaluated together: about _SLICE of them at 128 inputs, fewer at more inputs, to
+        stay in a CPU core's cache; all of them on a GPU, where small launches would idle it."""
+        if self.mats[0].device.type != "cpu":
+            return [slice(None)]
         step = max(1, _SLICE * 128 // size)
         return [slice(a, min(a + step, len(self.mats[0]))) for a in range(0, len(self.mats[0]), step)]
 
@@ -213,23 +241,37 @@ class FoldedNets:
         return Ensemble(self.spec, weights, biases, [1.0] * len(weights), bias_scales)
 
 
-def truth_tables(spec: NetworkSpec, k: int, key: int, device: str = "cpu",
-                 batch: int = DEFAULT_BATCH) -> np.ndarray:
-    """Packed truth tables (k, ceil(2**n / 8)) of networks 0 .. k-1 of the stream ``key``.
-
-    On CPU network i's parameters depend on (key, i) only, not on ``batch``; on a
-    GPU they come from torch's generator seeded with ``key``, drawn batch by batch.
-    """
+def truth_tables(spec: NetworkSpec, k: int, key: int, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    """Packed truth tables (k, ceil(2**n / 8)) of networks 0 .. k-1 of the counter stream ``key``
+    (CPU): network i's parameters depend on (key, i) only, not on ``batch``."""
     n = check_n_bits(spec.input_dim)
-    generator = None if device == "cpu" else torch.Generator(device=device).manual_seed(key)
     out, nets = [], None
     for start in range(0, k, batch):
-        nets = FoldedNets.draw(spec, min(batch, k - start), key, start, device, generator, nets)
+        nets = FoldedNets.draw(spec, min(batch, k - start), key, start, reuse=nets)
         out.append(nets.cube_tables())
     return np.concatenate(out) if out else np.zeros((0, (2**n + 7) // 8), np.uint8)
 
 
+def generator_counts(spec: NetworkSpec, k: int, key: int, device: str, batch: int) -> FunctionCounts:
+    """Counts of the functions of k networks drawn from torch's generator on ``device`` seeded with
+    ``key``, batch by batch, evaluated, packed and counted on the device (the GPU path; on the CPU
+    it runs the same code, which is how the tests keep it alive)."""
+    check_n_bits(spec.input_dim)
+    generator = torch.Generator(device=device).manual_seed(key)
+    signs, nets = [], None
+    for start in range(0, k, batch):
+        nets = FoldedNets.draw(spec, min(batch, k - start), key, start, device, generator, nets)
+        signs.append(nets.cube_signs())  # a new tensor: the next batch does not overwrite it
+    if not signs:
+        return FunctionCounts(np.zeros((0, (2**spec.input_dim + 7) // 8), np.uint8), np.zeros(0, np.int64))
+    return FunctionCounts.from_signs(torch.cat(signs))
+
+
 def sample_chunk(spec: NetworkSpec, seed: int, chunk: int, size: int,
                  device: str = "cpu", batch: int = DEFAULT_BATCH) -> FunctionCounts:
-    """Counts of the functions computed by chunk ``chunk`` (``size`` networks) of a run."""
-    return FunctionCounts.from_packed(truth_tables(spec, size, chunk_seed(seed, chunk), device, batch))
+    """Counts of the functions computed by chunk ``chunk`` (``size`` networks) of a run: the counter
+    stream and compiled loop on the CPU, ``generator_counts`` on a GPU."""
+    key = chunk_seed(seed, chunk)
+    if device != "cpu":
+        return generator_counts(spec, size, key, device, batch)
+    return FunctionCounts.from_packed(truth_tables(spec, size, key, batch))

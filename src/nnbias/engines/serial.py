@@ -25,7 +25,6 @@ from nnbias.engines.kernels import assemble_gram
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.errors import check_choice, check_positive, require
 from nnbias.layers import KernelState, LayeredSpec
-from nnbias.tasks.boolean import pack
 
 DEFAULT_MEMORY = 2**28  # bytes one kernel block may use (smaller blocks stay in cache: 2**30 was slower)
 _TEMPORARIES = 8  # live tensors of a block's size while a layer transforms it
@@ -257,5 +256,5 @@ def serial_function_counts(
         )
         nets = SerialNets(spec, [p.to(device) for p in nets.params])
         with torch.no_grad():
-            parts.append(FunctionCounts.from_packed(pack((nets.forward(x.float()) > 0).cpu().numpy())))
+            parts.append(FunctionCounts.from_signs(nets.forward(x.float().to(device)) > 0))
     return FunctionCounts.merge(parts)

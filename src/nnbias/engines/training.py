@@ -73,6 +73,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """Trained parameters and per-network summaries, on the networks' device."""
+
     params: list[torch.Tensor]
     fn: Callable
     losses: torch.Tensor  # (K,) final full-training-set loss
@@ -82,9 +84,9 @@ class TrainResult:
     diverged: torch.Tensor  # (K,) bool
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, N) outputs of the trained networks."""
+        """(K, N) outputs of the trained networks on x, on their device."""
         with torch.no_grad():
-            return self.fn(self.params, x)
+            return self.fn(self.params, x.to(self.params[0].device))
 
 
 def linearise(fn: Callable, params0: list[torch.Tensor]) -> Callable:
@@ -310,7 +312,7 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
     origin = p0 gives the tangent model J (p - p0) with a zero initial function).
     """
     fn, p0 = nets.functional()
-    x, y = x.to(p0[0].dtype), y.reshape(-1).to(p0[0].dtype)
+    x, y = x.to(p0[0]), y.reshape(-1).to(p0[0])  # the networks' device and dtype
     k = nets.size
     model = centre(linearise(fn, p0), origin)
     start = p0 if start is None else start
@@ -318,7 +320,7 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
         theta = structured_ntk(nets, x)  # (K, N, N)
         r = model(start, x) - y
     total = torch.zeros_like(r)
-    active = torch.ones(k, dtype=torch.bool)
+    active = torch.ones(k, dtype=torch.bool, device=r.device)
     for _ in range(steps):
         nxt = r - lr * torch.bmm(theta, r.unsqueeze(2)).squeeze(2)
         active &= torch.isfinite(nxt).all(1)
@@ -327,6 +329,7 @@ def linearised_gd(nets, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
     _, pull = vjp(lambda q: fn(q, x), p0)
     (pulled,) = pull(total)
     params = [p - lr * d for p, d in zip(start, pulled, strict=True)]
-    nan = torch.full((k,), math.nan, dtype=r.dtype)
+    nan = torch.full((k,), math.nan, dtype=r.dtype, device=r.device)
     return TrainResult(params, model, 0.5 * (r**2).mean(1), nan,
-                       torch.full((k,), steps, dtype=torch.long), torch.zeros(k, dtype=torch.bool), ~active)
+                       torch.full((k,), steps, dtype=torch.long, device=r.device),
+                       torch.zeros(k, dtype=torch.bool, device=r.device), ~active)

@@ -78,7 +78,7 @@ def gp_posterior(k_train: torch.Tensor, y: torch.Tensor, k_cross: torch.Tensor,
     """Posterior mean (N*, O) and covariance (N*, N*) of a GP with observation noise variance ``noise``."""
     check_positive("noise", noise, allow_zero=True)
     y = y.reshape(y.shape[0], -1).to(k_train.dtype)
-    eye = torch.eye(k_train.shape[0], dtype=k_train.dtype)
+    eye = torch.eye(k_train.shape[0], dtype=k_train.dtype, device=k_train.device)
     rhs = torch.cat([y, k_cross.T], dim=1)
     sol = cholesky_solve(k_train + noise * eye, rhs, "training kernel")
     mean = k_cross @ sol[:, : y.shape[1]]

@@ -37,9 +37,15 @@ def kernel_predictors(spec: NetworkSpec, task: Dataset, steps: int) -> KernelPre
     NNGP posterior mean, NTK gradient flow at t = inf, and NTK gradient flow
     after ``steps`` steps of sum-loss gradient descent with lr = 1 / lambda_max
     of the training NTK (the largest step that is stable for every width),
-    which is the lr the finite networks are then trained with.
+    which is the lr the finite networks are then trained with. Everything is computed where the
+    task's tensors are (see ``Dataset.to``).
     """
-    kfn = KernelFn(spec)
+    device = task.x_train.device
+
+    def kfn(*inputs: torch.Tensor, kind: str):
+        out = KernelFn(spec)(*inputs, kind=kind, device=device)
+        return tuple(k.to(device) for k in out) if kind == "both" else out.to(device)
+
     y = task.signed_targets(task.y_train)
     k_tr, t_tr = kfn(task.x_train, kind="both")
     k_te, t_te = kfn(task.x_test, task.x_train, kind="both")

@@ -29,7 +29,7 @@ from nnbias.engines.kernels import KernelFn
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import require
-from nnbias.estimators.ep import ep_log_probability
+from nnbias.estimators.ep import ep_log_probabilities, ep_log_probability
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import strings_to_bits
 
@@ -58,41 +58,43 @@ def last_layer_mask(spec: NetworkSpec) -> list[bool]:
 
 def trained_functions(spec: NetworkSpec, x_train: torch.Tensor, y_train: torch.Tensor,
                       x_test: torch.Tensor, config: TrainConfig, seed: int, chunk: int, size: int,
-                      last_layer: bool = False) -> TrainedChunk:
+                      last_layer: bool = False, device: str = "cpu") -> TrainedChunk:
     """Chunk ``chunk`` of a P_SGD run: ``size`` networks from the prior, trained at once.
 
     The chunk's generator (seeded by (seed, chunk) alone) draws the initial
     parameters and then every network's minibatch order, so a chunk's result
-    does not depend on which worker ran it or whether the run was resumed.
+    does not depend on which worker ran it or whether the run was resumed. The networks train on
+    ``device``; the generator stays on the CPU, so every device draws the same networks and batches.
     """
     generator = torch.Generator().manual_seed(chunk_seed(seed, chunk))
-    nets = sample_ensemble(spec, size, generator)
+    nets = sample_ensemble(spec, size, generator, device=device)
     fn, params = nets.functional()
     mask = last_layer_mask(spec) if last_layer else None
     result = train(fn, params, x_train, y_train, config, generator, trainable=mask)
-    bits = (result.predict(x_test.to(params[0].dtype)) > 0).numpy()[result.converged.numpy()]
+    bits = (result.predict(x_test.to(params[0].dtype)) > 0)[result.converged].cpu().numpy()
     return TrainedChunk(FunctionCounts.from_packed(np.packbits(bits, axis=1)), size,
                         int(result.converged.sum()), int(result.diverged.sum()), int(result.epochs.sum()))
 
 
 def ep_log_posterior(spec: NetworkSpec, x_train: torch.Tensor, y_train: torch.Tensor,
-                     x_test: torch.Tensor, functions: list[str]) -> np.ndarray:
+                     x_test: torch.Tensor, functions: list[str], device: str = "cpu") -> np.ndarray:
     """log P_B(f|S) under the spec's NNGP for each function f on E (a bit string of length |E|).
 
     log P(f|S) = log P(labels on S and f on E) - log P(labels on S), both Gaussian
-    orthant probabilities of the NNGP's latent function, approximated by EP.
+    orthant probabilities of the NNGP's latent function, approximated by EP (all functions in one
+    batch, on ``device``, as is the NNGP).
     """
     require(len(functions) > 0, "no functions given to score")
     m = x_train.shape[0]
     x = torch.cat([x_train, x_test]).double()
-    kernel = KernelFn(spec)(x, kind="nngp").numpy()
+    kernel = KernelFn(spec)(x, kind="nngp", device=device).numpy()
     y_s = 2.0 * np.asarray(y_train, dtype=np.float64) - 1.0
     bits = strings_to_bits(functions)
     require(bits.shape[1] == x_test.shape[0],
             f"functions have {bits.shape[1]} bits but E has {x_test.shape[0]} inputs")
-    log_s = ep_log_probability(kernel[:m, :m], y_s)
-    return np.array([ep_log_probability(kernel, np.concatenate([y_s, 2.0 * row - 1.0])) - log_s
-                     for row in bits.astype(np.float64)])
+    log_s = ep_log_probability(kernel[:m, :m], y_s, device=device)
+    labels = np.concatenate([np.broadcast_to(y_s, (len(bits), m)), 2.0 * bits - 1.0], axis=1)
+    return ep_log_probabilities(kernel, labels, device=device) - log_s
 
 
 def cube_indices(x: torch.Tensor, encoding: str = "01") -> np.ndarray:
@@ -101,4 +103,4 @@ def cube_indices(x: torch.Tensor, encoding: str = "01") -> np.ndarray:
     require(bool(((bits == 0) | (bits == 1)).all()) and (encoding == "pm1" or bool((x == bits).all())),
             f"inputs are not points of the {encoding} hypercube")
     n = x.shape[1]
-    return (bits * (2 ** torch.arange(n - 1, -1, -1))).sum(1).numpy()
+    return (bits * (2 ** torch.arange(n - 1, -1, -1, device=bits.device))).sum(1).cpu().numpy()

@@ -39,12 +39,11 @@ import torch
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.serial import SerialKernelFn, network_fn, sample_serial, serial_function_counts
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import kernel_classify
 from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, scaled_settings
-from nnbias.experiments.sampling import check_device
 from nnbias.layers import LayeredSpec
 from nnbias.measures.complexity import lz_complexity, translation_invariant
 from nnbias.report import figures

@@ -35,7 +35,7 @@ from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.ep import ep_log_probability
 from nnbias.estimators.frequency import clopper_pearson
@@ -87,6 +87,7 @@ class BoundSettings:
     lr: float = 0.003  # Adam, minibatches of 16 (or the whole S when smaller)
     max_epochs: int = 1000
     rejection_draws: int = 200_000  # prior draws counting fits to S (Boolean task): P(S) by rejection
+    device: str = "cpu"  # where the NNGP, EP, the rejection draws and the networks' training run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class BoundSettings:
         check_int("networks", self.networks, minimum=1)
         check_int("max_epochs", self.max_epochs, minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -119,12 +121,12 @@ def bound_cell(task_name: str, m: int, corruption: float, s: BoundSettings) -> p
     key = chunk_seed(s.seed, 10_000 * list(TASKS).index(task_name) + m + round(1000 * corruption))
     y = corrupt(task.y_train, corruption, key)
     spec = NetworkSpec(task.dim, s.hidden, "relu", sigma_w=1.0, sigma_b=1.0)
-    kernel = KernelFn(spec)(task.x_train, kind="nngp").numpy()
-    log_p = ep_log_probability(kernel, 2.0 * y.double().numpy() - 1.0)
+    kernel = KernelFn(spec)(task.x_train, kind="nngp", device=s.device).numpy()
+    log_p = ep_log_probability(kernel, 2.0 * y.double().numpy() - 1.0, device=s.device)
     rejection = {"rejection_draws": 0, "fitted": 0, "log_p_rejection": math.nan,
                  "log_p_rejection_lo": math.nan, "log_p_rejection_hi": math.nan}
     if task_name in REJECTION_TASKS:  # P(S) is large enough to count fits only on the Boolean task
-        fitted = fit_count(spec, task.x_train.float(), y.float(), s.rejection_draws, key)
+        fitted = fit_count(spec, task.x_train.float(), y.float(), s.rejection_draws, key, device=s.device)
         lo, hi = clopper_pearson(np.array([fitted]), s.rejection_draws)
         with np.errstate(divide="ignore"):
             rejection = {"rejection_draws": s.rejection_draws, "fitted": fitted,
@@ -132,11 +134,11 @@ def bound_cell(task_name: str, m: int, corruption: float, s: BoundSettings) -> p
                          "log_p_rejection_lo": float(np.log(lo[0])),
                          "log_p_rejection_hi": float(np.log(hi[0]))}
     generator = torch.Generator().manual_seed(key)
-    nets = sample_ensemble(spec, s.networks, generator, torch.float64)
+    nets = sample_ensemble(spec, s.networks, generator, torch.float64, s.device)
     fn, params = nets.functional()
     config = TrainConfig("adam", s.lr, min(16, m), "ce", s.max_epochs, "accuracy")
     result = train(fn, params, task.x_train, y.double(), config, generator)
-    errors = task.test_error(result.predict(task.x_test)).numpy()
+    errors = task.test_error(result.predict(task.x_test).cpu()).numpy()
     return pd.DataFrame([{"task": task_name, "m": m, "corruption": corruption, "log_p_s": log_p,
                           "bound": pac_bayes_bound(log_p, m), "error": float(errors.mean()),
                           "error_sd": float(errors.std(ddof=1)) if len(errors) > 1 else math.nan,

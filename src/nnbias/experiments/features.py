@@ -34,7 +34,7 @@ import torch
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
 from nnbias.executor import run_cells
@@ -66,6 +66,7 @@ class FeaturesSettings:
     base_width: int = 64
     coord_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     coord_steps: int = 3
+    device: str = "cpu"  # where the networks train and every measure is computed
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +78,7 @@ class FeaturesSettings:
         for name in ("depth", "networks", "steps", "base_width", "coord_steps"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         for w in self.widths + self.coord_widths:
             check_int("width", w, minimum=1)
 
@@ -110,7 +112,7 @@ def make_spec(dim: int, parametrization: str, width: int, depth: int) -> Network
 def _train(spec: NetworkSpec, task: Dataset, s: FeaturesSettings, steps: int, width: int
            ) -> tuple[Ensemble, list[torch.Tensor], Any]:
     nets = sample_ensemble(spec, s.networks, torch.Generator().manual_seed(s.seed + width),
-                           dtype=torch.float64)
+                           dtype=torch.float64, device=s.device)
     fn, params = nets.functional()
     lr = ETA[spec.parametrization] * spec.lr_scale(s.base_width)
     result = train(fn, params, task.x_train, task.signed_targets(task.y_train),
@@ -120,7 +122,7 @@ def _train(spec: NetworkSpec, task: Dataset, s: FeaturesSettings, steps: int, wi
 
 def coordinate_check(s: FeaturesSettings) -> pd.DataFrame:
     """Typical coordinate of each layer at init and of its change after a few steps, per width."""
-    task = load_task("single-index", s.seed)
+    task = load_task("single-index", s.seed).to(s.device)
     rows = []
     for parametrization in s.parametrizations:
         for width in s.coord_widths:
@@ -209,7 +211,7 @@ def _judge(exponent: float, ci95: float, predicted: float) -> v.Verdict:
 
 
 def _feature_work(task_name: str, parametrization: str, width: int, s: FeaturesSettings) -> pd.DataFrame:
-    return feature_cell(task_name, load_task(task_name, s.seed), parametrization, width, s)
+    return feature_cell(task_name, load_task(task_name, s.seed).to(s.device), parametrization, width, s)
 
 
 def run_features(store: Store, s: FeaturesSettings, out: Path, quiet: bool = False,

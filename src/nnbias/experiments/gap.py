@@ -47,7 +47,7 @@ import torch
 
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.training import TrainResult, mup_gd, train_gd
-from nnbias.errors import check_int, check_positive, check_seed
+from nnbias.errors import check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
@@ -104,6 +104,7 @@ class GapSettings:
     curve_width: int = 256
     sigma_w: float = math.sqrt(2)
     sigma_b: float = 0.1
+    device: str = "cpu"  # where networks train and Gram matrices are computed
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -114,6 +115,7 @@ class GapSettings:
         for name in ("networks", "steps", "base_width", "curve_width"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         for w in self.widths:
             check_int("width", w, minimum=1)
         for n in self.curve_sizes:
@@ -161,7 +163,7 @@ def _spec(task: Dataset, parametrization: str, width: int, s: GapSettings) -> Ne
 
 def _ensemble(spec: NetworkSpec, s: GapSettings, salt: int):
     return sample_ensemble(spec, s.networks, torch.Generator().manual_seed(s.seed * 100_003 + salt),
-                           dtype=torch.float64)
+                           dtype=torch.float64, device=s.device)
 
 
 def train_mup(task: Dataset, width: int, eta: float, s: GapSettings, salt: int) -> TrainResult:
@@ -247,20 +249,20 @@ def _chosen_eta(store: Store, run_id: str, name: str) -> float:
 
 
 def _kernel_work(name: str, s: GapSettings) -> pd.DataFrame:
-    return kernel_cell(name, load_task(name, s.seed), s)
+    return kernel_cell(name, load_task(name, s.seed).to(s.device), s)
 
 
 def _tune_work(name: str, s: GapSettings) -> pd.DataFrame:
-    return tune_mup(name, load_task(name, s.seed), s)
+    return tune_mup(name, load_task(name, s.seed).to(s.device), s)
 
 
 def _ladder_work(rates: dict[str, tuple[float, float]], name: str, width: int,
                  s: GapSettings) -> pd.DataFrame:
-    return ladder_cell(name, load_task(name, s.seed), width, *rates[name], s)
+    return ladder_cell(name, load_task(name, s.seed).to(s.device), width, *rates[name], s)
 
 
 def _curve_work(etas: dict[str, float], name: str, n: int, s: GapSettings) -> pd.DataFrame:
-    return curve_cell(name, curve_task(name, s.curve_sizes, s.seed), n, etas[name], s)
+    return curve_cell(name, curve_task(name, s.curve_sizes, s.seed).to(s.device), n, etas[name], s)
 
 
 def run_gap(store: Store, s: GapSettings, out: Path, quiet: bool = False, executor=None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from nnbias.engines.bayes import (
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_int, check_positive, check_seed, require
+from nnbias.errors import check_device, check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, count_columns, goodness_of_fit
 from nnbias.executor import run_cells
@@ -72,6 +72,7 @@ class GibbsSettings:
     sgd_lrs: tuple[float, ...] = (0.01, 0.1, 1.0)
     sgd_batches: tuple[int, ...] = (1, 2, 6)
     sgd_epochs: int = 500
+    device: str = "cpu"  # where the reference draws are evaluated and the chains and SGD runs train
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +87,7 @@ class GibbsSettings:
         for b in self.sgd_batches:
             check_int("sgd_batches", b, minimum=1, maximum=self.train)
         check_seed(self.seed)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -121,7 +123,9 @@ def distribution(codes: np.ndarray, cells: int, weights: np.ndarray | None = Non
 def references(task: Dataset, s: GibbsSettings) -> pd.DataFrame:
     """Exact P(f on E) of the tempered posteriors (and P_B), from reweighted prior draws: one forward
     pass of the draws on S and E serves every temperature and the rejection posterior."""
-    nets = sample_ensemble(spec_for(task, s), s.draws, torch.Generator().manual_seed(chunk_seed(s.seed, 0)))
+    task = task.to(s.device)
+    nets = sample_ensemble(spec_for(task, s), s.draws, torch.Generator().manual_seed(chunk_seed(s.seed, 0)),
+                           device=s.device)
     m, y = len(task.y_train), task.y_train.float()
     with torch.no_grad():
         out = nets.forward(torch.cat([task.x_train, task.x_test]).float())
@@ -131,7 +135,7 @@ def references(task: Dataset, s: GibbsSettings) -> pd.DataFrame:
         w = boltzmann_weights(losses, t)
         rows.append({"temperature": t, "ess": effective_sample_size(w),
                      **{f"p{c}": p for c, p in enumerate(distribution(codes, cells, w))}})
-    fit = fit_mask(out[:, :m], y).numpy()
+    fit = fit_mask(out[:, :m], y).cpu().numpy()
     p_b = distribution(codes[fit], cells) / max(fit.sum(), 1)
     rows.append({"temperature": REJECTION, "ess": float(fit.sum()),
                  **{f"p{c}": p for c, p in enumerate(p_b)}})
@@ -141,7 +145,7 @@ def references(task: Dataset, s: GibbsSettings) -> pd.DataFrame:
 def langevin_cell(task: Dataset, step: float, s: GibbsSettings) -> pd.DataFrame:
     """Function counts on E of ``chains`` Langevin chains run ``steps`` steps of size ``step``."""
     key = chunk_seed(s.seed, 1_000 + s.step_sizes.index(step))
-    start = sample_ensemble(spec_for(task, s), s.chains, torch.Generator().manual_seed(key))
+    start = sample_ensemble(spec_for(task, s), s.chains, torch.Generator().manual_seed(key), device=s.device)
     nets = langevin_posterior(start, task.x_train.float(), task.y_train.float(), s.temperature, step, s.steps,
                               generator=torch.Generator().manual_seed(key + 1))
     counts = distribution(function_codes(nets, task.x_test), 2**s.test)
@@ -153,12 +157,12 @@ def sgd_cell(task: Dataset, lr: float, batch: int, s: GibbsSettings) -> pd.DataF
     """Function counts on E of networks trained by SGD from the prior to 100 % accuracy on S."""
     key = chunk_seed(s.seed, 2_000 + 100 * s.sgd_lrs.index(lr) + s.sgd_batches.index(batch))
     generator = torch.Generator().manual_seed(key)
-    start = sample_ensemble(spec_for(task, s), s.chains, generator)
+    start = sample_ensemble(spec_for(task, s), s.chains, generator, device=s.device)
     fn, params = start.functional()
     result = train(fn, params, task.x_train.float(), task.y_train.float(),
                    TrainConfig("sgd", lr, batch, "ce", s.sgd_epochs, "accuracy"), generator)
     ok = result.converged
-    codes = function_codes(start.from_params(result.params), task.x_test)[ok.numpy()]
+    codes = function_codes(start.from_params(result.params), task.x_test)[ok.cpu().numpy()]
     counts = distribution(codes, 2**s.test)
     return pd.DataFrame([{"method": "sgd", "lr": lr, "batch": batch, "converged": int(ok.sum()),
                           **count_columns(counts)}])
@@ -166,6 +170,7 @@ def sgd_cell(task: Dataset, lr: float, batch: int, s: GibbsSettings) -> pd.DataF
 
 def dynamics_cell(task: Dataset, method: str, lr: float, batch: int, s: GibbsSettings) -> pd.DataFrame:
     """One Langevin step size or one SGD (lr, batch) setting."""
+    task = task.to(s.device)
     return langevin_cell(task, lr, s) if method == "langevin" else sgd_cell(task, lr, batch, s)
 
 

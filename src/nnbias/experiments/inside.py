@@ -35,7 +35,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import linearise, mup_gd, train_gd
-from nnbias.errors import check_choice, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
@@ -72,6 +72,7 @@ class InsideSettings:
     top_k: int = 5  # PCA subspace and output-gradient span dimension
     sigma_w: float = math.sqrt(2)
     sigma_b: float = 0.1
+    device: str = "cpu"  # where networks train and their kernels and features are computed
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +84,7 @@ class InsideSettings:
         for name in ("networks", "steps", "base_width", "top_k"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         check_positive("mup_eta", self.mup_eta)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def _ensemble(task: Dataset, parametrization: str, width: int, s: InsideSettings
     spec = NetworkSpec(task.dim, (width,), "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
                        parametrization=parametrization)
     return sample_ensemble(spec, s.networks, torch.Generator().manual_seed(s.seed * 100_003 + width),
-                           dtype=torch.float64)
+                           dtype=torch.float64, device=s.device)
 
 
 def kernel_solution(nets: Ensemble, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -130,14 +132,15 @@ def _train(nets: Ensemble, task: Dataset, y: torch.Tensor, s: InsideSettings) ->
     """Full-batch gradient descent from the same initialisation: lr = 1/lambda_max of the analytic NTK for
     NTK parametrization; muP a base rate scaled by its parametrization (mean loss, so / n as a sum loss)."""
     if nets.spec.parametrization == "ntk":
-        return train_gd(nets, task.x_train, y, stable_lr(KernelFn(nets.spec)(task.x_train, kind="ntk")),
-                        s.steps).params
+        lr = stable_lr(KernelFn(nets.spec)(task.x_train, kind="ntk", device=s.device))
+        return train_gd(nets, task.x_train, y, lr, s.steps).params
     return mup_gd(nets, task.x_train, y, s.mup_eta, s.steps, s.base_width).params
 
 
 def solution_cell(task_name: str, task: Dataset, parametrization: str, width: int,
                   s: InsideSettings) -> pd.DataFrame:
     """The kernel solution and the trained network of K networks of one width: predictions and features."""
+    task = task.to(s.device)
     nets = _ensemble(task, parametrization, width, s)
     fn, p0 = nets.functional()
     y = task.signed_targets(task.y_train)

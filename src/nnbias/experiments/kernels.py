@@ -29,7 +29,7 @@ from nnbias.engines.empirical import spec_empirical_ntk, structured_ntk
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import train_gd
-from nnbias.errors import check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law, proportional
@@ -59,6 +59,7 @@ class KernelsSettings:
     fluctuation_depths: tuple[int, ...] = (1, 2, 4, 8)
     fluctuation_widths: tuple[int, ...] = (16, 32, 64, 128)
     fluctuation_networks: int = 400
+    device: str = "cpu"  # where Gram matrices, empirical NTKs and the networks' training are computed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class KernelsSettings:
         for name in ("depth", "networks", "steps", "convergence_seeds", "fluctuation_networks"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         for w in self.widths + self.convergence_widths + self.fluctuation_widths:
             check_int("width", w, minimum=1)
 
@@ -116,7 +118,7 @@ def task_cells(task_name: str, task: Dataset, s: KernelsSettings, widths: list[i
     for width in widths:
         wide = replace(spec, hidden=(width,) * s.depth)
         nets = sample_ensemble(wide, s.networks, torch.Generator().manual_seed(s.seed + width),
-                               dtype=torch.float64)
+                               dtype=torch.float64, device=s.device)
         result = train_gd(nets, task.x_train, y, lr, s.steps)
         scores = task.test_score(result.predict(task.x_test))[~result.diverged]
         rows.append({"task": task_name, "model": "network", "width": width,
@@ -133,9 +135,9 @@ def ntk_convergence(s: KernelsSettings, points: int = 8) -> pd.DataFrame:
     for width in s.convergence_widths:
         spec = NetworkSpec(8, (width, width), "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b,
                            parametrization="ntk")
-        exact = KernelFn(spec)(x, kind="ntk")
+        exact = KernelFn(spec)(x, kind="ntk", device=s.device)
         for seed in range(s.convergence_seeds):
-            emp = spec_empirical_ntk(spec, x, seed=seed)
+            emp = spec_empirical_ntk(spec, x, seed=seed, device=s.device).cpu()
             rows.append({"width": width, "seed": seed,
                          "rel_error": float((emp - exact).norm() / exact.norm())})
     return pd.DataFrame(rows)
@@ -151,8 +153,8 @@ def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
                                bias=False, parametrization="ntk")
             nets = sample_ensemble(spec, s.fluctuation_networks,
                                    torch.Generator().manual_seed(s.seed + 1000 * depth + width),
-                                   dtype=torch.float64)
-            theta = structured_ntk(nets, x)[:, 0, 0]
+                                   dtype=torch.float64, device=s.device)
+            theta = structured_ntk(nets, x.to(s.device))[:, 0, 0].cpu()
             rows.append({"depth": depth, "width": width, "beta": depth / width,
                          "ratio": float((theta**2).mean() / theta.mean() ** 2),
                          "hanin_nica": math.exp(5 * depth / width)})
@@ -163,7 +165,7 @@ def _kernels_work(table: str, name: str, s: KernelsSettings) -> pd.DataFrame:
     """One unit of the experiment: a task's predictors and networks, or the convergence or fluctuation
     sweep (``name`` empty)."""
     if table == "kernels_results":
-        return task_cells(name, load_task(name, s.seed), s, list(s.widths))
+        return task_cells(name, load_task(name, s.seed).to(s.device), s, list(s.widths))
     return (ntk_convergence if table == "kernels_convergence" else ntk_fluctuations)(s)
 
 

@@ -46,7 +46,7 @@ from nnbias.engines.bayes import fits, langevin_posterior, rejection_posterior, 
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_choice, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import weighted_power_law
 from nnbias.executor import run_cells
@@ -87,6 +87,7 @@ class PosteriorSettings:
     permutations: int = 200  # energy test resamples
     sigma_w: float = 1.0
     sigma_b: float = 1.0
+    device: str = "cpu"  # where networks are drawn into, conditioned, trained and measured
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class PosteriorSettings:
             check_positive(name, getattr(self, name))
         check_positive("sigma_b", self.sigma_b, allow_zero=True)
         check_seed(self.seed)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -128,7 +130,7 @@ def cell_spec(task: Dataset, width: int, method: str, s: PosteriorSettings) -> N
 
 def _draw(spec: NetworkSpec, k: int, s: PosteriorSettings, width: int, stream: int) -> Ensemble:
     key = chunk_seed(s.seed, stream * 1_000_003 + width)
-    return sample_ensemble(spec, k, torch.Generator().manual_seed(key))
+    return sample_ensemble(spec, k, torch.Generator().manual_seed(key), device=s.device)
 
 
 def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSettings
@@ -137,7 +139,8 @@ def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSetti
     spec = cell_spec(task, width, method, s)
     x, y = task.x_train.float(), task.y_train.float()
     if method == "rejection":
-        sample = rejection_posterior(spec, x, y, s.samples, chunk_seed(s.seed, width), s.max_draws)
+        sample = rejection_posterior(spec, x, y, s.samples, chunk_seed(s.seed, width), s.max_draws,
+                                     device=s.device)
         return sample.nets, {"draws": sample.draws, "acceptance": sample.acceptance}
     start = _draw(spec, s.samples, s, width, START_STREAM)
     if method == "langevin":
@@ -184,7 +187,7 @@ def mp_edge(nets: Ensemble, layer: int) -> float:
 def incoming(nets: Ensemble, layer: int) -> np.ndarray:
     """(K, fan_in + 1) raw incoming weights and bias of neuron 0 of ``layer`` in each network."""
     w, b = nets.weights[layer][:, 0, :], nets.biases[layer]
-    return (w if b is None else torch.cat([w, b[:, :1]], 1)).double().numpy()
+    return (w if b is None else torch.cat([w, b[:, :1]], 1)).double().cpu().numpy()
 
 
 def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings) -> pd.DataFrame:
@@ -192,10 +195,11 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
     the posterior's empirical NNGP from the prior's (beside the distance between two halves of the
     prior, the estimator's floor), the energy test, and the top eigenvalue of W^T W against the
     prior's and the Marchenko-Pastur edge."""
+    task = task.to(s.device)
     nets, how = posterior_networks(task, width, method, s)
     prior = _draw(cell_spec(task, width, method, s), s.prior_samples, s, width, PRIOR_STREAM)
-    cube = hypercube(task.dim)
-    y = task.signed_targets(torch.tensor([float(c) for c in TARGET])).double()
+    cube = hypercube(task.dim).to(s.device)
+    y = task.signed_targets(torch.tensor([float(c) for c in TARGET], device=s.device)).double()
     fit = float(fits(nets, task.x_train.float(), task.y_train.float()).float().mean()) if nets.size else 0.0
     with torch.no_grad():  # each network's error on the inputs outside S: what the posterior predicts
         errors = ((nets.forward(task.x_test.float()) > 0).double() != task.y_test.double()).double().mean(1)

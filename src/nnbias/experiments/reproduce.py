@@ -46,18 +46,18 @@ def scale_settings(scale: str, seed: int = 0, samples: int | None = None, **samp
     pf = default_settings(samples, seed=seed, **sampling)
     if paper:
         pf = PfmapSettings(pf.sampling, PAPER_THEOREM_SAMPLES, PAPER_THEOREM_SAMPLES)
-    return {"settings": pf, "kernels": kernels_exp.settings_for(scale, seed=seed),
-            "sgd_bayes": sgd_bayes_exp.settings_for(scale, seed=seed, rejection_samples=samples),
-            "features": features_exp.settings_for(scale, seed=seed),
-            "gap": gap_exp.settings_for(scale, seed=seed),
-            "transfer": transfer_exp.settings_for(scale, seed=seed),
-            "inside": inside_exp.settings_for(scale, seed=seed),
-            "posterior": posterior_exp.settings_for(scale, seed=seed),
-            "gibbs": gibbs_exp.settings_for(scale, seed=seed),
-            "routes": routes_exp.settings_for(scale, seed=seed),
-            "bound": bound_exp.settings_for(scale, seed=seed),
-            "architectures": architectures_exp.settings_for(scale, seed=seed,
-                                                            device=sampling.get("device", "cpu"))}
+    shared = {"seed": seed, "device": sampling.get("device", "cpu")}
+    return {"settings": pf, "kernels": kernels_exp.settings_for(scale, **shared),
+            "sgd_bayes": sgd_bayes_exp.settings_for(scale, rejection_samples=samples, **shared),
+            "features": features_exp.settings_for(scale, **shared),
+            "gap": gap_exp.settings_for(scale, **shared),
+            "transfer": transfer_exp.settings_for(scale, **shared),
+            "inside": inside_exp.settings_for(scale, **shared),
+            "posterior": posterior_exp.settings_for(scale, **shared),
+            "gibbs": gibbs_exp.settings_for(scale, **shared),
+            "routes": routes_exp.settings_for(scale, **shared),
+            "bound": bound_exp.settings_for(scale, **shared),
+            "architectures": architectures_exp.settings_for(scale, **shared)}
 
 
 def pfmap_section(result: dict[str, Any]) -> Section:

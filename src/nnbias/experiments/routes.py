@@ -43,7 +43,7 @@ from nnbias.engines.bayes import fit_mask, rejection_posterior
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig
-from nnbias.errors import check_choice, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, compare_distributions, count_columns
 from nnbias.estimators.posterior import trained_functions
@@ -73,6 +73,7 @@ class RoutesSettings:
     max_draws: int = 5_000_000  # prior draws all-sample may spend per width
     lr: float = 0.1  # full-batch SGD on the mean cross-entropy, for both trained routes
     max_epochs: int = 500
+    device: str = "cpu"  # where networks are drawn into, conditioned and trained
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +84,7 @@ class RoutesSettings:
         check_int("train + test", self.train + self.test, maximum=128)
         check_positive("lr", self.lr)
         check_seed(self.seed)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -116,32 +118,33 @@ def last_layer_samples(nets: Ensemble, task: Dataset, readouts: int, generator: 
         nets.forward(x, hidden=hidden)
         h = hidden[-1]  # (K, width, N)
         k, width = h.shape[:2]
-        draws = torch.randn(k, readouts, width + 1, generator=generator)
+        draws = torch.randn(k, readouts, width + 1, generator=generator).to(h.device)  # the CPU's stream
         out = torch.baddbmm((draws[:, :, width] * nets.bias_scales[-1]).unsqueeze(2), draws[:, :, :width], h,
                             alpha=nets.scales[-1])  # (K, R, N)
     m = len(task.y_train)
     fit = fit_mask(out[:, :, :m], task.y_train)  # (K, R)
     first = torch.argmax(fit.to(torch.uint8), dim=1)
-    chosen = out[torch.arange(k), first, m:]
-    codes = np.where(fit.any(1).numpy(), sign_codes(chosen), -1)
-    return codes, fit.double().mean(1).numpy()
+    chosen = out[torch.arange(k, device=out.device), first, m:]
+    codes = np.where(fit.any(1).cpu().numpy(), sign_codes(chosen), -1)
+    return codes, fit.double().mean(1).cpu().numpy()
 
 
 def route_cell(task: Dataset, width: int, route: str, s: RoutesSettings) -> pd.DataFrame:
     """Function counts on E of one route at one width, with what it cost."""
     check_choice("route", route, ROUTES)
+    task = task.to(s.device)
     spec = spec_for(width)
     key = chunk_seed(s.seed, 100 * width + ROUTES.index(route))
     x, y = task.x_train.float(), task.y_train.float()
     cells, spread, fitted = 2**s.test, math.nan, s.samples
     if route == "all-sample":
-        sample = rejection_posterior(spec, x, y, s.samples, key, s.max_draws)
+        sample = rejection_posterior(spec, x, y, s.samples, key, s.max_draws, device=s.device)
         with torch.no_grad():
             codes = sign_codes(sample.nets.forward(task.x_test.float()))
         tried, fitted = sample.draws, sample.nets.size
     elif route == "last-sample":
         generator = torch.Generator().manual_seed(key)
-        nets = sample_ensemble(spec, s.samples, generator)
+        nets = sample_ensemble(spec, s.samples, generator, device=s.device)
         codes, share = last_layer_samples(nets, task, s.readouts, generator)
         expressive = share > 0
         spread = float(share[expressive].std() / share[expressive].mean()) if expressive.any() else math.nan
@@ -149,7 +152,7 @@ def route_cell(task: Dataset, width: int, route: str, s: RoutesSettings) -> pd.D
     else:
         config = TrainConfig("sgd", s.lr, None, "ce", s.max_epochs, "accuracy")
         chunk = trained_functions(spec, task.x_train, task.y_train, task.x_test, config, key, 0, s.samples,
-                                  last_layer=route == "last-train")
+                                  last_layer=route == "last-train", device=s.device)
         counts = chunk.functions
         bits = torch.from_numpy(np.unpackbits(counts.tables, axis=1, count=s.test))
         codes = np.repeat(sign_codes(bits), counts.counts)

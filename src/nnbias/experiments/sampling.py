@@ -11,24 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
-from nnbias.errors import NNBiasError, check_choice, check_int, check_seed
+from nnbias.errors import NNBiasError, check_device, check_int, check_seed
 from nnbias.executor import LocalExecutor, run_chunks
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 from nnbias.tasks.boolean import check_n_bits, packed_to_strings
 
 DEFAULT_CHUNK = 2**16
-
-
-def check_device(device: str) -> str:
-    check_choice("device", device, ("cpu", "cuda"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NNBiasError("device='cuda' is not allowed here: no CUDA GPU is visible; use 'cpu'")
-    return device
 
 
 FLOAT32_HEADROOM = 1e30  # sigma_w^(layers) * sigma_b must stay this far below float32's 3.4e38

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
-from nnbias.errors import NNBiasError, check_int, check_seed, require
+from nnbias.errors import NNBiasError, check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
@@ -93,12 +93,14 @@ class SgdBayesSettings:
     lr: float | None = None  # None: each optimizer's default
     min_count: int = 2  # functions seen at least this often by a method enter its scatter
     ep_functions: int = 150  # most frequent functions scored by EP per task
+    device: str = "cpu"  # where networks train, prior draws are evaluated and the NNGP is computed
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         for task in self.tasks:  # names only: building the data sets here would be done twice
             check_task(TASKS, task)
         for method in self.methods:
@@ -124,9 +126,9 @@ def task_spec(task: Dataset, s: SgdBayesSettings) -> NetworkSpec:
 
 
 def _train_chunk(spec: NetworkSpec, task: Dataset, config: TrainConfig, last: bool, seed: int,
-                 sizes: list[int], chunk: int) -> TrainedChunk:
+                 sizes: list[int], device: str, chunk: int) -> TrainedChunk:
     return trained_functions(spec, task.x_train, task.y_train, task.x_test, config, seed, chunk,
-                             sizes[chunk], last_layer=last)
+                             sizes[chunk], last_layer=last, device=device)
 
 
 def check_batch(method: str, config: TrainConfig, task: Dataset) -> None:
@@ -155,7 +157,7 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     sizes = [min(s.chunk_size, s.runs - i) for i in range(0, s.runs, s.chunk_size)]
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
-                  "chunk_size": s.chunk_size, "seed": s.seed}
+                  "chunk_size": s.chunk_size, "device": s.device, "seed": s.seed}
     run_id = store.start_run("psgd", run_config, s.seed)
     todo = [c for c in range(len(sizes)) if c not in store.done_chunks(run_id)]
     bits = len(task.y_test)
@@ -165,7 +167,7 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
                                     result.functions.counts, stats=("psgd_chunks", result.stats()))
 
     run_chunks(executor or LocalExecutor(), functools.partial(_train_chunk, spec, task, config, last,
-                                                              s.seed, sizes),
+                                                              s.seed, sizes, s.device),
                todo, commit, f"P_SGD {task_name} {method}", quiet=quiet)
     store.finish_run(run_id)
     return run_id
@@ -182,7 +184,7 @@ def run_rejection(store: Store, task_name: str, s: SgdBayesSettings, executor=No
     if not task.name.startswith("boolean"):
         return None
     spec = task_spec(task, s)
-    run_id = run_sampling(store, SamplingConfig(spec, s.rejection_samples, s.seed), executor,
+    run_id = run_sampling(store, SamplingConfig(spec, s.rejection_samples, s.seed, device=s.device), executor,
                           quiet=quiet)
     found = store.consistent_functions(run_id, cube_indices(task.x_train), task.y_train.numpy(),
                                        cube_indices(task.x_test))
@@ -196,7 +198,8 @@ def _ep_scores(store: Store, run_id: str, task_name: str, task: Dataset, s: SgdB
     have = set(done.loc[done["task"] == task_name, "function"]) if len(done) else set()
     todo = [f for f in functions if f not in have]
     if todo:
-        scores = ep_log_posterior(task_spec(task, s), task.x_train, task.y_train, task.x_test, todo)
+        scores = ep_log_posterior(task_spec(task, s), task.x_train, task.y_train, task.x_test, todo,
+                                  device=s.device)
         store.append_rows("sgd_bayes_ep", run_id,
                           pd.DataFrame({"task": task_name, "function": todo, "log_pb_ep": scores}))
     done = store.table("sgd_bayes_ep", run_id)

@@ -44,7 +44,7 @@ import torch
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
-from nnbias.errors import check_int, check_positive, check_seed, require
+from nnbias.errors import check_device, check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
 from nnbias.executor import run_cells
@@ -75,6 +75,7 @@ class TransferSettings:
     base_width: int = 64
     sigma_w: float = math.sqrt(2)
     sigma_b: float = 0.1
+    device: str = "cpu"  # where networks train and Gram matrices are computed
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,6 +88,7 @@ class TransferSettings:
         for name in ("width", "networks", "steps", "base_width"):
             check_int(name, getattr(self, name), minimum=1)
         check_seed(self.seed)
+        check_device(self.device)
         check_positive("mup_eta", self.mup_eta)
         check_positive("sigma_w", self.sigma_w)
         check_positive("sigma_b", self.sigma_b, allow_zero=True)
@@ -111,7 +113,8 @@ def _spec(dim: int, parametrization: str, s: TransferSettings) -> NetworkSpec:
 
 def _ensemble(dim: int, parametrization: str, s: TransferSettings) -> Ensemble:
     return sample_ensemble(_spec(dim, parametrization, s), s.networks,
-                           torch.Generator().manual_seed(s.seed * 100_003 + s.width), dtype=torch.float64)
+                           torch.Generator().manual_seed(s.seed * 100_003 + s.width), dtype=torch.float64,
+                           device=s.device)
 
 
 @dataclass
@@ -126,6 +129,13 @@ class Pretrained:
     tangent_params: list[torch.Tensor]  # centred tangent model trained on A
     tangent_f0_params: list[torch.Tensor]  # the tangent model with f0 kept, trained on A
 
+    def to(self, device: str) -> Pretrained:
+        """The same state on ``device`` (it travels between cells on the CPU)."""
+        return Pretrained(self.ntk.to(device), self.mup.to(device), self.lr,
+                          *([p.to(device) for p in ps] for ps in (self.ntk_params, self.mup_params,
+                                                                  self.tangent_params,
+                                                                  self.tangent_f0_params)))
+
 
 def _mup_train(nets: Ensemble, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                s: TransferSettings) -> list[torch.Tensor]:
@@ -135,14 +145,16 @@ def _mup_train(nets: Ensemble, params: list[torch.Tensor], x: torch.Tensor, y: t
 
 
 def pretrain(a: Dataset, s: TransferSettings) -> Pretrained:
-    """Train every learner on A (the same initialisations for all pairs that share A)."""
+    """Train every learner on A (the same initialisations for all pairs that share A), on the
+    settings' device; the state comes back on the CPU."""
+    a = a.to(s.device)
     ntk, mup = _ensemble(a.dim, "ntk", s), _ensemble(a.dim, "mup", s)
-    lr = stable_lr(KernelFn(ntk.spec)(a.x_train, kind="ntk"))
+    lr = stable_lr(KernelFn(ntk.spec)(a.x_train, kind="ntk", device=s.device))
     y, p0 = a.y_train.double(), ntk.functional()[1]
     return Pretrained(ntk, mup, lr, train_gd(ntk, a.x_train, y, lr, s.steps, origin=p0).params,
                       _mup_train(mup, mup.functional()[1], a.x_train, y, s),
                       linearised_gd(ntk, a.x_train, y, lr, s.steps, origin=p0).params,
-                      linearised_gd(ntk, a.x_train, y, lr, s.steps).params)
+                      linearised_gd(ntk, a.x_train, y, lr, s.steps).params).to("cpu")
 
 
 def _readout_only(nets: Ensemble) -> list[bool]:
@@ -188,7 +200,7 @@ def adapt(pre: Pretrained, b: Dataset, s: TransferSettings) -> dict[str, tuple[t
 
 def transfer_cell(pair: TaskPair, n: int, pre: Pretrained, s: TransferSettings) -> pd.DataFrame:
     """Errors of every learner on B with n examples, from scratch and after pretraining, per seed."""
-    b = pair.adapt(n)
+    b = pair.adapt(n).to(s.device)
     base = {"pair": pair.name, "relation": pair.relation, "n": n}
     rows = []
     for learner, (scratch, moved) in adapt(pre, b, s).items():
@@ -210,7 +222,7 @@ def transfer_cell(pair: TaskPair, n: int, pre: Pretrained, s: TransferSettings) 
 def pair_cell(pairs: dict[str, TaskPair], pretrained: dict[str, Pretrained], name: str, n: int,
               s: TransferSettings) -> pd.DataFrame:
     """One (pair, n_B) cell from the pretraining on the pair's A."""
-    return transfer_cell(pairs[name], n, pretrained[pairs[name].a.name], s)
+    return transfer_cell(pairs[name], n, pretrained[pairs[name].a.name].to(s.device), s)
 
 
 def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = False,

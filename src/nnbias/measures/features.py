@@ -73,9 +73,9 @@ def principal_angles(h0: torch.Tensor, h1: torch.Tensor, k: int = 5) -> torch.Te
     """(K, k) principal angles (radians, largest first) between the top-k PCA subspaces
     of a layer's activations before and after training."""
     a, b = _centred(h0), _centred(h1)
-    return torch.stack([torch.as_tensor(subspace_angles(_top_directions(x, k).double().numpy(),
-                                                        _top_directions(y, k).double().numpy()))
-                        for x, y in zip(a, b, strict=True)])
+    return torch.stack([torch.as_tensor(subspace_angles(_top_directions(x, k).double().cpu().numpy(),
+                                                        _top_directions(y, k).double().cpu().numpy()))
+                        for x, y in zip(a, b, strict=True)])  # on the CPU: scipy's angles
 
 
 def gradient_fraction(delta: torch.Tensor, grads: torch.Tensor, k: int = 5) -> torch.Tensor:

@@ -58,7 +58,8 @@ def sign_codes(outputs: torch.Tensor) -> np.ndarray:
     """(...,) the signs of each row of outputs (..., N) as a number: the function on those N inputs,
     the first input the most significant bit (as in a truth table's string)."""
     bits = (outputs > 0).long()
-    return (bits * (2 ** torch.arange(outputs.shape[-1] - 1, -1, -1))).sum(-1).numpy()
+    powers = 2 ** torch.arange(outputs.shape[-1] - 1, -1, -1, device=bits.device)
+    return (bits * powers).sum(-1).cpu().numpy()
 
 
 def strings_to_bits(tables: list[str]) -> np.ndarray:

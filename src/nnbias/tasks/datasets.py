@@ -11,6 +11,7 @@ Ghorbani et al. 2019); real data: sklearn's digits and MNIST-1D.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass
@@ -51,6 +52,13 @@ class Dataset:
             require(int(labels.min()) >= 0 and int(labels.max()) < self.classes,
                     f"{self.name}: labels range {int(labels.min())}..{int(labels.max())}; "
                     f"allowed 0..{self.classes - 1}")
+
+    def to(self, device: str) -> Dataset:
+        """The same data set with its tensors on ``device`` (where an experiment's cell computes)."""
+        if self.x_train.device == torch.device(device):
+            return self
+        return dataclasses.replace(self, **{part: getattr(self, part).to(device)
+                                            for part in ("x_train", "y_train", "x_test", "y_test")})
 
     @property
     def dim(self) -> int:
