@@ -154,12 +154,14 @@ EXPERIMENTS = {
 
 
 def _experiment(name: str, device: str, folder: Path) -> tuple[dict[str, pd.DataFrame], list[str], float]:
-    """Run one tiny experiment on ``device`` into a fresh store: its tables, verdicts and seconds."""
+    """Run one tiny experiment on ``device`` into a fresh store (in a fresh ``folder``): its tables,
+    verdicts and seconds."""
     module, runner, overrides = EXPERIMENTS[name]
     mod = importlib.import_module(f"nnbias.experiments.{module}")
     settings = mod.settings_for("small", device=device, **overrides)
     start = time.perf_counter()
-    with Store(folder / f"{name}-{device}.duckdb") as st:
+    folder.mkdir(exist_ok=True)
+    with Store(folder / f"{name}.duckdb") as st:
         result = getattr(mod, runner)(st, settings, folder / f"{name}-{device}", quiet=True)
         tables: dict[str, list[pd.DataFrame]] = {}
         for run_id in st.runs()["run_id"]:
@@ -197,8 +199,8 @@ def experiments_on(device: str, names: list[str]) -> int:
         folder = Path(tmp)
         for name in names:
             try:
-                cpu, cpu_verdicts, t_cpu = _experiment(name, "cpu", folder)
-                dev, dev_verdicts, t_dev = _experiment(name, device, folder)
+                cpu, cpu_verdicts, t_cpu = _experiment(name, "cpu", folder / "reference")
+                dev, dev_verdicts, t_dev = _experiment(name, device, folder / "device")
             except Exception:  # noqa: BLE001 (the check reports every experiment, then fails)
                 failed += 1
                 print(f"FAIL experiment {name} on {device}:\n{traceback.format_exc(limit=-3)}")

@@ -77,7 +77,8 @@ def _ep_batch(k: torch.Tensor, eye: torch.Tensor, y: torch.Tensor, s: float, max
             tau[:, i] = new_tau
             nu[:, i] = mean / var - nu_cav
             col = sigma[:, :, i].clone()
-            sigma -= (delta / (1 + delta * col[:, i]))[:, None, None] * (col[:, :, None] * col[:, None, :])
+            scaled = col * (delta / (1 + delta * col[:, i]))[:, None]
+            sigma.baddbmm_(scaled.unsqueeze(2), col.unsqueeze(1), alpha=-1.0)  # rank one, in place
             mu = torch.bmm(sigma, nu.unsqueeze(2)).squeeze(2)
         # recompute from scratch for stability, then the log marginal (R&W eq. 3.65)
         root = torch.sqrt(tau)
