@@ -179,11 +179,11 @@ def _largest_difference(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) 
     worst, reshaped = 0.0, 0
     for name in a.keys() & b.keys():
         x, y = a[name], b[name]
-        floats = [c for c in x.columns if c in y.columns and pd.api.types.is_float_dtype(x[c])
-                  and c != "seconds"]
         if x.shape != y.shape:
             reshaped += 1
             continue
+        floats = [c for c in x.columns if c in y.columns and pd.api.types.is_float_dtype(x[c])
+                  and c != "seconds"]
         for c in floats:
             u, v = x[c].to_numpy(float), y[c].to_numpy(float)
             both = np.isfinite(u) & np.isfinite(v)

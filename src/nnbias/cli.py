@@ -503,10 +503,9 @@ def kernels(
     from nnbias.experiments.kernels import run_kernels, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            tasks=parse_names(tasks),
+    settings = settings_for(scale, tasks=parse_names(tasks),
                             widths=parse_widths(widths, "widths") if widths else None, depth=depth,
-                            networks=networks, steps=steps, seed=check_seed(seed))
+                            networks=networks, steps=steps, seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "kernels") as ex, Store(store) as st:
         result = run_kernels(st, settings, out, quiet, ex)
     emit(result, as_json, result["results"].to_string(index=False) + "\n\n"
@@ -585,11 +584,11 @@ def sgd_vs_bayes(
     if lr is not None:
         check_positive("lr", lr)
     settings = settings_for(
-        scale, device=check_device(device), tasks=parse_names(tasks),
+        scale, tasks=parse_names(tasks),
         methods=parse_names(methods),
         runs=parse_count("runs", runs) if runs else None,
         rejection_samples=parse_count("rejection_samples", rejection_samples) if rejection_samples else None,
-        lr=lr, max_epochs=max_epochs, seed=check_seed(seed))
+        lr=lr, max_epochs=max_epochs, seed=check_seed(seed), device=device)
     check_tasks(settings)
     with executing(executor, workers, scheduler) as ex, Store(store) as st:
         result = run_sgd_bayes(st, settings, out, ex, quiet)
@@ -623,11 +622,11 @@ def features(
     from nnbias.experiments.features import run_features, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            parametrizations=parse_names(parametrizations),
+    settings = settings_for(
+        scale, parametrizations=parse_names(parametrizations),
         tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, depth=check_int("depth", depth, minimum=1),
-        networks=networks, steps=steps, seed=check_seed(seed))
+        networks=networks, steps=steps, seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "features") as ex, Store(store) as st:
         result = run_features(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "coord_exponents", "exponents", "figures", "claims"),
@@ -660,11 +659,11 @@ def gap(
     from nnbias.experiments.gap import run_gap, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            tasks=parse_names(tasks),
+    settings = settings_for(
+        scale, tasks=parse_names(tasks),
         widths=parse_widths(widths, "widths") if widths else None, networks=networks, steps=steps,
         curve_sizes=parse_counts("curve size", curve_sizes),
-        seed=check_seed(seed))
+        seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "gap") as ex, Store(store) as st:
         result = run_gap(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "summary", "divergence", "learned", "learning_rates", "figures",
@@ -701,10 +700,10 @@ def transfer(
     n_b = parse_counts("n_B", sizes)
     if n_b and claim_size is None:  # judge at the middle of the sizes asked for
         claim_size = sorted(n_b)[len(n_b) // 2]
-    settings = settings_for(scale, device=check_device(device),
-                            pairs=parse_names(pairs), sizes=n_b,
+    settings = settings_for(
+        scale, pairs=parse_names(pairs), sizes=n_b,
         claim_size=claim_size, width=width, networks=networks, steps=steps,
-        seed=check_seed(seed))
+        seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "transfer") as ex, Store(store) as st:
         result = run_transfer(st, settings, out, quiet, ex)
     table = result["gains"][result["gains"]["n"] == settings.claim_size]
@@ -734,10 +733,9 @@ def inside(
     from nnbias.experiments.inside import run_inside, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            task=task, widths=parse_widths(widths, "widths") if widths else None,
+    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
                             parametrizations=parse_names(parametrizations),
-                            networks=networks, steps=steps, seed=check_seed(seed))
+                            networks=networks, steps=steps, seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "inside") as ex, Store(store) as st:
         result = run_inside(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "exponents", "figures", "claims"), result["exponents"], as_json)
@@ -767,10 +765,9 @@ def posterior(
     from nnbias.experiments.posterior import run_posterior, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            task=task, widths=parse_widths(widths, "widths") if widths else None,
+    settings = settings_for(scale, task=task, widths=parse_widths(widths, "widths") if widths else None,
                             methods=parse_names(methods), samples=samples, temperature=temperature,
-                            seed=check_seed(seed))
+                            seed=check_seed(seed), device=device)
     if temperature is not None and "langevin" not in settings.methods:
         raise NNBiasError(f"temperature={temperature:g} applies to the langevin method only; "
                           f"methods are {','.join(settings.methods)}")
@@ -800,10 +797,9 @@ def gibbs(
     from nnbias.experiments.gibbs import run_gibbs, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
+    settings = settings_for(scale, temperature=temperature, step_sizes=parse_floats("step_sizes", step_sizes),
                             chains=chains, draws=parse_count("draws", draws) if draws else None,
-                            seed=check_seed(seed))
+                            seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "gibbs") as ex, Store(store) as st:
         result = run_gibbs(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "langevin", "figures", "claims"), result["langevin"], as_json)
@@ -830,10 +826,9 @@ def bound(
     from nnbias.experiments.bound import run_bound, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            tasks=parse_names(tasks),
+    settings = settings_for(scale, tasks=parse_names(tasks),
                             corruptions=parse_floats("corruptions", corruptions),
-                            networks=networks, seed=check_seed(seed))
+                            networks=networks, seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "bound") as ex, Store(store) as st:
         result = run_bound(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "cells", "figures", "claims"), result["cells"], as_json)
@@ -900,9 +895,8 @@ def routes(
     from nnbias.experiments.routes import run_routes, settings_for
     from nnbias.store import Store
 
-    settings = settings_for(scale, device=check_device(device),
-                            widths=parse_widths(widths, "widths") if widths else None,
-                            samples=samples, readouts=readouts, seed=check_seed(seed))
+    settings = settings_for(scale, widths=parse_widths(widths, "widths") if widths else None,
+                            samples=samples, readouts=readouts, seed=check_seed(seed), device=device)
     with executing(executor, workers, scheduler, "routes") as ex, Store(store) as st:
         result = run_routes(st, settings, out, quiet, ex)
     emit_experiment(result, ("run_id", "pairs", "figures", "claims"), result["pairs"], as_json)

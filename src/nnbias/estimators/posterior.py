@@ -31,7 +31,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import require
 from nnbias.estimators.ep import ep_log_probabilities, ep_log_probability
 from nnbias.spec import NetworkSpec
-from nnbias.tasks.boolean import strings_to_bits
+from nnbias.tasks.boolean import sign_codes, strings_to_bits
 
 
 @dataclass
@@ -102,5 +102,4 @@ def cube_indices(x: torch.Tensor, encoding: str = "01") -> np.ndarray:
     bits = (x > 0).long() if encoding == "pm1" else x.round().long()
     require(bool(((bits == 0) | (bits == 1)).all()) and (encoding == "pm1" or bool((x == bits).all())),
             f"inputs are not points of the {encoding} hypercube")
-    n = x.shape[1]
-    return (bits * (2 ** torch.arange(n - 1, -1, -1, device=bits.device))).sum(1).cpu().numpy()
+    return sign_codes(bits)  # 0/1 coordinates read as the signs of a function's outputs
