@@ -62,6 +62,11 @@ def checks(device: str, n: int, k: int, steps: int) -> list[tuple[str, float, fl
     cpu, t_cpu = timed(lambda: KernelFn(mlp)(x_flat, kind="ntk"))
     dev, t_dev = timed(lambda: KernelFn(mlp)(x_flat, kind="ntk", device=device))
     rows.append(("analytic NTK, MLP 40-512x3, float64", relative(dev, cpu), 1e-10, t_cpu, t_dev))
+    tanh = NetworkSpec(40, (512, 512), "tanh", sigma_w=1.5, sigma_b=0.1, parametrization="ntk")
+    m = min(n, 128)
+    cpu, t_cpu = timed(lambda: KernelFn(tanh)(x_flat[:m], kind="ntk"))
+    dev, t_dev = timed(lambda: KernelFn(tanh)(x_flat[:m], kind="ntk", device=device))
+    rows.append(("analytic NTK, tanh MLP (sum of erfs), float64", relative(dev, cpu), 1e-10, t_cpu, t_dev))
 
     for readout in ("flatten", "gap"):
         spec = LayeredSpec((1, 40), CNN.format(w=1, ro=readout), 1.0, 0.1)

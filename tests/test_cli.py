@@ -116,6 +116,8 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["kernel", "--x", "X.npy", "--out", "K.npy", "--layers", "dense:1", "--depth", "2"],
      "--depth describes an MLP"),
     (["kernel", "--x", "X.npy", "--out", "K.npy", "--memory", "1e9"], "--memory applies to --layers only"),
+    (["bench", "kernels", "--neural-tangents", "/no/such/python"], "cannot be run (No such file"),
+    (["bench", "kernels", "--neural-tangents", sys.executable], "No module named"),
     (["show", "no-such-run"], "does not exist; run an experiment first"),
     (["export", "no-such-run", "--csv", "out"], "does not exist; run an experiment first"),
 ])

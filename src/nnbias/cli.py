@@ -516,14 +516,27 @@ def kernels(
 def bench_kernels_cmd(
     n: str = typer.Option("4000", help="Inputs for the analytic Gram matrix and GP solve."),
     n_empirical: str = typer.Option("500", help="Inputs for the empirical NTK."),
+    neural_tangents: str = typer.Option(
+        None, "--neural-tangents", metavar="PYTHON",
+        help="A Python interpreter with jax and neural_tangents: time its NTK of the analytic case "
+             "beside nnbias' and compare the values."),
     as_json: bool = JSON,
 ) -> None:
     """Analytic NTK, GP solve and empirical NTK beside straightforward implementations."""
     from nnbias.bench import bench_kernels
 
-    rows = bench_kernels(parse_count("n", n), parse_count("n_empirical", n_empirical))
-    emit(rows, as_json, "\n".join(f"{name:<48} N={r['n']:<6} {r['seconds']:8.2f} s  "
-                                   f"peak +{r['peak_mib']:7.0f} MiB" for name, r in rows.items()))
+    rows = bench_kernels(parse_count("n", n), parse_count("n_empirical", n_empirical), neural_tangents)
+
+    def line(name: str, r: dict) -> str:
+        text = f"{name:<48} N={r['n']:<6} {r['seconds']:8.2f} s  peak +{r['peak_mib']:7.0f} MiB"
+        if "max_relative_difference" in r:
+            text += (f"  (first call {r['first_call_seconds']:.2f} s with compilation, jax {r['jax']}; "
+                     f"max |difference| / max |K| = {r['max_relative_difference']:.1e}; error of the "
+                     f"diagonal against its exact value: nnbias {r['diagonal_error_nnbias']:.1e}, "
+                     f"neural-tangents {r['diagonal_error_neural_tangents']:.1e})")
+        return text
+
+    emit(rows, as_json, "\n".join(line(name, r) for name, r in rows.items()))
 
 
 @bench_app.command("pfmap")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from nnbias.engines.empirical import ntk_of_function
-from nnbias.engines.kernels import assemble_gram
+from nnbias.engines.kernels import assemble_gram, dual_fn
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.errors import check_choice, check_positive, require
-from nnbias.layers import KernelState, LayeredSpec
+from nnbias.layers import Activation, KernelState, LayeredSpec
 
 DEFAULT_MEMORY = 2**28  # bytes one kernel block may use (smaller blocks stay in cache: 2**30 was slower)
 _TEMPORARIES = 8  # live tensors of a block's size while a layer transforms it
@@ -156,7 +156,9 @@ class SerialKernelFn:
         """Bytes one input pair's largest layer state needs (with temporaries)."""
         full = self.spec.needs_full_covariance
         rep = max(math.prod(s[1:]) ** (2 if full else 1) for s in self.spec.shapes)
-        return rep * itemsize * _TEMPORARIES
+        terms = max((getattr(dual_fn(layer.name), "terms", 1) for layer in self.spec.stack
+                     if isinstance(layer, Activation)), default=1)  # tanh: 32 values per pair at once
+        return rep * itemsize * _TEMPORARIES * terms
 
     def variances(self, x: torch.Tensor, ntk: bool, memory: int) -> list[torch.Tensor]:
         """K(x, x) at every position before each activation (aligned passes in row blocks)."""
