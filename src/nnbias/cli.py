@@ -408,7 +408,7 @@ def kernel(
     parametrization: str = typer.Option("ntk", help="ntk or standard."),
     width: int = typer.Option(None, help="MLP, standard-parametrization NTK: hidden width [1024]."),
     memory: str = typer.Option(None, help="With --layers: bytes one block of the computation may use, "
-                                          "e.g. 2e9 [2^28, 256 MiB]."),
+                                          "e.g. 2e9 [16 MiB on a CPU, 256 MiB on a GPU]."),
     dtype: str = typer.Option("float64", help="float32 or float64."),
     device: str = typer.Option("cpu", help="cpu or cuda: where the blocks are computed."),
     out: Path = typer.Option(..., "--out", help="Where to write the (N, M) kernel as .npy."),
