@@ -343,9 +343,9 @@ def neural_tangents_ntk(python: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "ntk.npy"
         np.save(x_path, x.numpy())
-        args = [python, neural_tangents_side.__file__, "time", str(x_path), str(spec.depth),
-                str(spec.hidden[0]), str(spec.sigma_w), str(spec.sigma_b), str(out_path)]
-        row = json.loads(_run_neural_tangents(python, args[1:]).strip().splitlines()[-1])
+        args = [neural_tangents_side.__file__, "time", str(x_path), str(spec.depth), str(spec.hidden[0]),
+                str(spec.sigma_w), str(spec.sigma_b), str(out_path)]
+        row = json.loads(_run_neural_tangents(python, args).strip().splitlines()[-1])
         theirs = np.load(out_path)
     ours = KernelFn(spec)(x, kind="ntk").numpy()
     exact = _relu_ntk_diagonal(x.numpy(), spec)

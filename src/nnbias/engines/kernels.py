@@ -49,7 +49,9 @@ def _closed_form(name: str, k11: torch.Tensor, k22: torch.Tensor, k12: torch.Ten
     if name == "erf":
         a = (1 + 2 * k11) * (1 + 2 * k22)
         value = (2 / math.pi) * torch.asin((2 * k12 / torch.sqrt(a)).clamp(-1, 1))
-        deriv = (4 / math.pi) / torch.sqrt(a - 4 * k12**2) if derivative else None
+        # a - 4 k12^2 as 1 + 2 k11 + 2 k22 + 4 (k11 k22 - k12^2) >= 1: no cancellation on a diagonal
+        deriv = ((4 / math.pi) * torch.rsqrt(1 + 2 * (k11 + k22) + 4 * (k11 * k22 - k12**2).clamp(min=0))
+                 if derivative else None)
         return value, deriv
     if name == "gelu":  # E[gelu(u) gelu(v)] (Tsuchida et al. 2020) and E[gelu'(u) gelu'(v)]
         prod, prod_plus_1 = k11 * k22, (k11 + 1) * (k22 + 1)
@@ -171,10 +173,10 @@ def dual_fn(activation: str, method: str = "auto", quadrature_nodes: int = 96):
     if method == "closed_form":
         require(activation in CLOSED_FORMS, f"activation={activation!r} has no closed-form kernel; "
                                             f"closed forms exist for {sorted(CLOSED_FORMS)}")
-    if method == "quadrature" or (method == "auto" and activation not in CLOSED_FORMS | ERF_MIXTURES.keys()):
-        return _Quadrature(activation, quadrature_nodes)
-    if activation in ERF_MIXTURES and method == "auto":
+    if method == "auto" and activation in ERF_MIXTURES:
         return _ErfMixture(*ERF_MIXTURES[activation]())
+    if method == "quadrature" or (method == "auto" and activation not in CLOSED_FORMS):
+        return _Quadrature(activation, quadrature_nodes)
     return functools.partial(_closed_form, activation)
 
 
