@@ -164,6 +164,21 @@ class _ErfMixture:
         return value, deriv
 
 
+def adaptive_expectation(fn, variance: float, rho: float) -> float:
+    """E[fn(u) fn(v)] for (u, v) of equal ``variance`` and correlation ``rho``, by scipy's adaptive
+    ``dblquad`` to 1e-13: far too slow for a Gram matrix, but independent of both the closed forms
+    and Gauss-Hermite, so it is the reference they are checked against (tests, benchmarks)."""
+    from scipy import integrate
+
+    s, perp = math.sqrt(variance), math.sqrt(max(0.0, 1 - rho * rho))
+
+    def integrand(z2: float, z1: float) -> float:
+        density = math.exp(-(z1 * z1 + z2 * z2) / 2) / (2 * math.pi)
+        return fn(s * z1) * fn(s * (rho * z1 + perp * z2)) * density
+
+    return integrate.dblquad(integrand, -12, 12, -12, 12, epsabs=1e-15, epsrel=1e-13)[0]
+
+
 @functools.lru_cache(maxsize=32)
 def dual_fn(activation: str, method: str = "auto", quadrature_nodes: int = 96):
     """The activation's dual ``(k11, k22, k12, derivative) -> (E[phi phi'], E[dphi dphi'] or None)``,
