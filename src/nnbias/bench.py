@@ -229,8 +229,6 @@ def _peak_case(case: str, n: int, dtype: str, queue) -> None:
     """One kernel benchmark case in a fresh process: (seconds of the faster of two runs, peak RSS in MiB)."""
     import resource
 
-    import numpy as np
-
     from nnbias.engines.empirical import spec_empirical_ntk
     from nnbias.engines.kernels import KernelFn
     from nnbias.estimators.gp import gp_posterior
@@ -266,8 +264,6 @@ def _peak_case(case: str, n: int, dtype: str, queue) -> None:
 
 def _naive_relu_ntk(x, spec: NetworkSpec):
     """Baseline: the same recursion on the whole matrix in numpy, no blocking."""
-    import numpy as np
-
     q = x @ x.T / x.shape[1]
     theta = np.zeros_like(q)
     for layer in range(spec.depth + 1):
