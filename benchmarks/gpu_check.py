@@ -32,7 +32,7 @@ from nnbias.engines.serial import SerialKernelFn, SerialNets, network_fn, sample
 from nnbias.engines.training import TrainConfig, train  # noqa: E402
 from nnbias.layers import LayeredSpec  # noqa: E402
 from nnbias.spec import NetworkSpec  # noqa: E402
-from nnbias.store import Store  # noqa: E402
+from nnbias.store import RUN_RECORDS, Store  # noqa: E402
 
 CNN = "conv1d:{w}:5:1:2,relu,conv1d:{w}:3:1:2,relu,conv1d:{w}:3:1:2,relu,{ro},dense:10"
 
@@ -171,7 +171,7 @@ def _experiment(name: str, device: str, folder: Path) -> tuple[dict[str, pd.Data
         tables: dict[str, list[pd.DataFrame]] = {}
         for run_id in st.runs()["run_id"]:
             for table in st.run_tables(run_id):
-                if table not in ("runs", "claims"):
+                if table not in (*RUN_RECORDS, "claims"):
                     tables.setdefault(table, []).append(st.table(table, run_id).drop(columns="run_id"))
     seconds = time.perf_counter() - start
     return ({t: pd.concat(f, ignore_index=True) for t, f in tables.items()},

@@ -1,3 +1,4 @@
+import html
 import re
 import shutil
 
@@ -18,6 +19,7 @@ from nnbias.experiments.routes import RoutesSettings
 from nnbias.experiments.sampling import SamplingConfig
 from nnbias.experiments.sgd_bayes import SgdBayesSettings
 from nnbias.experiments.transfer import TransferSettings
+from nnbias.provenance import describe, environment
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 
@@ -67,7 +69,7 @@ def test_reproduce_writes_a_self_contained_report(reproduced):
             "psgd_chunks", "sgd_bayes_ep", "features_coord", "features_cells",
             "gap_kernels", "gap_cells", "gap_lr", "gap_curves", "transfer_cells", "inside_cells",
             "posterior_cells", "gibbs_references", "gibbs_cells", "routes_cells", "bound_cells",
-            "claims"} <= tables
+            "claims", "run_sessions"} <= tables
     assert any(c["claim"].startswith("A4: on bool5-0011") for c in result["claims"])
     assert stored == result["claims"]  # what `nnbias claims` prints is what the run judged
     assert {c["verdict"] for c in stored} <= set(VERDICTS)
@@ -105,6 +107,32 @@ def test_report_is_rebuilt_from_the_store_alone(reproduced, tmp_path):
 
     assert body(rebuilt) == body(original)
     assert rebuilt.count("<details>") == original.count("<details>") == 12  # each section's run config
+
+
+def test_report_and_claims_say_what_the_runs_were_computed_on(reproduced, tmp_path):
+    """The machine on the page and in `claims --json` is the one the store recorded for the runs, not
+    the one that rebuilds the page (results agree bit for bit on one kind of CPU only)."""
+    import json
+    import subprocess
+    import sys
+
+    _, _, _, out = reproduced
+    here = environment()
+    assert "Computed on " + html.escape(describe(here)) in (out / "report.html").read_text()
+    moved = tmp_path / "moved.duckdb"
+    shutil.copyfile(out.parent / "s.duckdb", moved)
+    with Store(moved) as st:
+        st.con.execute("UPDATE run_sessions SET environment = json_merge_patch(environment, ?)",
+                       ['{"cpu": "Elsewhere CPU 9000"}'])
+
+    def nnbias(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "nnbias", *args, "--store", str(moved)], check=True,
+                              capture_output=True, text=True, timeout=300).stdout
+
+    nnbias("report", "--out", str(tmp_path / "rebuilt"))
+    page = (tmp_path / "rebuilt" / "report.html").read_text()
+    assert "Computed on Elsewhere CPU 9000" in page and html.escape(describe(here)) not in page
+    assert json.loads(nnbias("claims", "--json"))["environments"] == [{**here, "cpu": "Elsewhere CPU 9000"}]
 
 
 def test_report_renders_in_a_real_browser(reproduced):

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -6,12 +7,14 @@ import time
 
 import duckdb
 import pytest
+import torch
 
 from nnbias.errors import NNBiasError
 from nnbias.executor import DaskExecutor
 from nnbias.experiments.sampling import SamplingConfig, run_sampling
+from nnbias.provenance import environment
 from nnbias.spec import NetworkSpec
-from nnbias.store import Store
+from nnbias.store import RUN_RECORDS, Store
 
 SPEC = NetworkSpec(6, (32, 32))
 CONFIG = SamplingConfig(SPEC, samples=120 * 4096, seed=7, chunk_size=4096)
@@ -58,6 +61,10 @@ def test_kill_9_then_resume_gives_exactly_the_uninterrupted_counts(tmp_path):
     resumed, total, chunks = counts(crashed)
     assert total == CONFIG.samples and chunks == 120
     assert resumed.equals(ref_counts)
+    with Store(crashed, read_only=True) as st:  # the killed process and the one that resumed
+        run_id = st.runs()["run_id"].iloc[0]
+        assert sessions(st, run_id) == 2
+        assert st.environments([run_id]) == [environment()]  # both on this machine: one environment
 
 
 def test_finished_run_is_not_redone(tmp_path):
@@ -67,6 +74,27 @@ def test_finished_run_is_not_redone(tmp_path):
         again = run_sampling(st, cfg, quiet=True)
         assert first == again and st.total_samples(first) == 3000
         assert st.run_status(first) == "done"
+        assert sessions(st, first) == 1  # a process that finds the run done does no work on it
+        assert st.environments(["no-such-run"]) == []
+
+
+def sessions(st, run_id):
+    return st.one("SELECT count(*) FROM run_sessions WHERE run_id = ?", [run_id])[0]
+
+
+def test_the_machine_of_a_run_is_recorded_as_it_was(tmp_path):
+    """What `show` reports is the stored machine, not the one reading the store."""
+    with Store(tmp_path / "s.duckdb") as st:
+        run_id = run_sampling(st, SamplingConfig(SPEC, samples=1000, chunk_size=1000), quiet=True)
+        recorded = environment()
+        assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert recorded["torch"] == torch.__version__ and recorded["cpu"]
+        st.con.execute("UPDATE run_sessions SET environment = json_merge_patch(environment, ?)",
+                       ['{"cpu": "Elsewhere CPU 9000", "cpu_capability": "AVX512"}'])
+    r = subprocess.run([sys.executable, "-m", "nnbias", "show", run_id, "--store", str(tmp_path / "s.duckdb"),
+                        "--json"], capture_output=True, text=True, timeout=120, check=True)
+    (stored,) = json.loads(r.stdout)["environments"]
+    assert stored == {**recorded, "cpu": "Elsewhere CPU 9000", "cpu_capability": "AVX512"}
 
 
 def test_dask_workers_give_the_same_counts(tmp_path):
@@ -146,7 +174,7 @@ SLOW_SWEEPS = {  # every other experiment: the same resumption code, a minute or
     "architectures": ["architectures", "--tasks", "digits-10", "--mlp-widths", "16", "--cnn-widths", "4",
                       "--networks", "1", "--epochs", "2", "--boolean-samples", "2000"],
 }
-UNITS = ("runs", "claims")  # tables that are not units of work
+UNITS = (*RUN_RECORDS, "claims")  # tables that are not units of work
 TIMINGS = ("seconds",)  # wall-clock columns: the only ones a rerun may change
 
 
@@ -164,7 +192,7 @@ def _stored(path):
         for run_id in sorted(st.runs()["run_id"]):
             tables = {}
             for name in st.run_tables(run_id):
-                if name == "runs":  # its timestamps differ
+                if name in RUN_RECORDS:  # timestamps, and one session more for the resumed run
                     continue
                 frame = st.table(name, run_id).drop(columns=["run_id", *TIMINGS], errors="ignore")
                 tables[name] = frame.sort_values(list(frame.columns), ignore_index=True)

@@ -269,20 +269,24 @@ def _known_run(st: Any, run_id: str) -> dict[str, Any]:
 @app.command()
 def show(run: str = typer.Argument(..., help="Run id (`nnbias runs` lists them)."), store: Path = STORE,
          as_json: bool = JSON) -> None:
-    """A run's config, status, tables and claims, read from the store."""
+    """A run's config, status, machines, tables and claims, read from the store."""
+    from nnbias.provenance import describe
     from nnbias.store import Store
 
     with Store(store, read_only=True) as st:
         row = _known_run(st, run)
-        tables, judged = st.run_tables(run), st.claims(run)
+        tables, judged, environments = st.run_tables(run), st.claims(run), st.environments([run])
     config = json.loads(row.pop("config"))
     lines = [f"{k}: {row[k]}" for k in ("run_id", "experiment", "status", "seed", "version", "started_at",
                                         "ended_at", "samples")]
+    lines += (["computed on:", *("  " + describe(e) for e in environments)] if environments
+              else ["computed on: not recorded (a store from before nnbias recorded it)"])
     lines += ["config:", *("  " + t for t in json.dumps(config, indent=2, sort_keys=True).splitlines()),
               "tables (rows of this run):", *(f"  {name}: {n:,}" for name, n in tables.items())]
     if judged:
         lines += ["claims:", claims_text(judged)]
-    emit({**row, "config": config, "tables": tables, "claims": judged}, as_json, "\n".join(lines))
+    emit({**row, "config": config, "environments": environments, "tables": tables, "claims": judged}, as_json,
+         "\n".join(lines))
 
 
 @app.command()
@@ -318,6 +322,7 @@ def claims(
 ) -> None:
     """The claim table of a run, read from the store (nothing is rerun)."""
     from nnbias.report.claims import markdown_table, write_readme_block
+    from nnbias.report.html import computed_on
     from nnbias.store import Store
 
     with Store(store, read_only=True) as st:
@@ -326,13 +331,14 @@ def claims(
             raise NNBiasError(f"store {str(st.path)!r} holds no finished reproduce run; run `nnbias "
                               "reproduce` or name a run with --run")
         _known_run(st, run_id)
-        rows = st.claims(run_id)
+        rows, environments = st.claims(run_id), computed_on(st, run_id)
     if not rows:
         raise NNBiasError(f"run={run_id!r} has no claims (only experiment runs and reproduce runs do)")
     table = markdown_table(rows)
     if readme is not None:
         write_readme_block(readme, table)
-    emit({"run_id": run_id, "claims": rows}, as_json, table.rstrip("\n") if markdown else claims_text(rows))
+    emit({"run_id": run_id, "environments": environments, "claims": rows}, as_json,
+         table.rstrip("\n") if markdown else claims_text(rows))
 
 
 @app.command()
@@ -344,7 +350,7 @@ def report(
 ) -> None:
     """Rebuild the HTML report of a reproduce run from the store alone (nothing is rerun)."""
     from nnbias.experiments.reproduce import TITLE
-    from nnbias.report.html import stored_sections, write_report
+    from nnbias.report.html import computed_on, stored_sections, write_report
     from nnbias.store import Store
 
     with Store(store, read_only=True) as st:
@@ -354,10 +360,10 @@ def report(
                               "reproduce` first or name a run with --run")
         _known_run(st, run_id)
         sections, judged = stored_sections(st, run_id), st.claims(run_id)
-        path = st.path
+        path, environments = st.path, computed_on(st, run_id)
     if not sections:
         raise NNBiasError(f"run={run_id!r} has no stored report (only reproduce runs have one)")
-    written = write_report(out / "report.html", TITLE, judged, sections, path)
+    written = write_report(out / "report.html", TITLE, judged, sections, path, environments)
     emit({"run_id": run_id, "report": str(written)}, as_json, f"report: {written}")
 
 

@@ -4,6 +4,10 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
 
 * ``runs``: one row per run: id, experiment, full config (JSON), seed,
   package version, status (running/done), start and end times.
+* ``run_sessions``: (run_id, started_at, environment JSON): every process that
+  started or resumed a run and what it ran on (``provenance.environment``: CPU
+  and its vector instructions, threads, GPU, versions), since results agree bit
+  for bit on one kind of machine, not across CPUs.
 * ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
 * ``function_counts``: (run_id, n_inputs, truth_table, count): the parameter-
   function map's counts of each finished run. ``truth_table`` is a DuckDB
@@ -54,13 +58,17 @@ import pandas as pd
 
 from nnbias import __version__
 from nnbias.errors import NNBiasError
+from nnbias.provenance import environment
 
 DEFAULT_STORE = Path("nnbias-results") / "nnbias.duckdb"
+RUN_RECORDS = ("runs", "run_sessions")  # about runs (times, machines), not their results
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, experiment VARCHAR, config JSON, seed BIGINT,
     version VARCHAR, status VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS run_sessions (
+    run_id VARCHAR, started_at TIMESTAMP, environment JSON);
 CREATE TABLE IF NOT EXISTS chunks (
     run_id VARCHAR, chunk INTEGER, n_samples BIGINT, PRIMARY KEY (run_id, chunk));
 CREATE TABLE IF NOT EXISTS function_counts (
@@ -158,13 +166,18 @@ class Store:
 
     # runs -------------------------------------------------------------------
     def start_run(self, experiment: str, config: dict[str, Any], seed: int) -> str:
-        """Create the run for (experiment, config) or reopen it to resume."""
+        """Create the run for (experiment, config) or reopen it to resume; a process that will work on
+        it (not one that finds it done) is recorded with its machine in ``run_sessions``."""
         run_id = run_id_for(experiment, config)
         now = dt.datetime.now()
-        if self.one("SELECT 1 FROM runs WHERE run_id = ?", [run_id]) is None:
+        status = self.run_status(run_id)
+        if status is None:
             self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
                              [run_id, experiment, json.dumps(config, sort_keys=True), seed,
                               __version__, now])
+        if status != "done":
+            self.con.execute("INSERT INTO run_sessions VALUES (?, ?, ?)",
+                             [run_id, now, json.dumps(environment(), sort_keys=True)])
         return run_id
 
     def finish_run(self, run_id: str) -> None:
@@ -207,6 +220,15 @@ class Store:
         if row is None:
             raise NNBiasError(f"run={run_id!r} is not in the store; `nnbias runs` lists them")
         return json.loads(row[0])
+
+    def environments(self, run_ids: list[str]) -> list[dict[str, str]]:
+        """The distinct machines and software that worked on ``run_ids``, first seen first (empty for
+        runs of a store older than ``run_sessions``)."""
+        if not self._has_table("run_sessions"):
+            return []
+        rows = self.con.execute("SELECT environment FROM run_sessions WHERE list_contains(?, run_id) "
+                                "ORDER BY started_at", [run_ids]).fetchall()
+        return [json.loads(e) for e in dict.fromkeys(r[0] for r in rows)]
 
     def latest_run(self, experiment: str) -> str | None:
         """The most recently finished run of an experiment, if any."""

@@ -29,7 +29,7 @@ from nnbias.experiments.posterior import PosteriorSettings, run_posterior
 from nnbias.experiments.routes import RoutesSettings, run_routes
 from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_sgd_bayes
 from nnbias.experiments.transfer import TransferSettings, run_transfer
-from nnbias.report.html import Section, store_sections, write_report
+from nnbias.report.html import Section, computed_on, store_sections, write_report
 from nnbias.store import Store
 
 TITLE = "nnbias: why do neural networks generalise?"
@@ -282,7 +282,8 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     store.save_claims(run_id, claims)
     store_sections(store, run_id, sections)
     store.finish_run(run_id)
-    report = write_report(out / "report.html", TITLE, claims, sections, store.path)
+    report = write_report(out / "report.html", TITLE, claims, sections, store.path,
+                          computed_on(store, run_id))
     return {"run_id": run_id, "report": str(report), "claims": claims, "pfmap": pfmap, "kernels": kern,
             "sgd_bayes": sgd, "features": feat, "gap": gaps, "transfer": moved, "inside": solved,
             "posterior": post, "gibbs": gibbs_result, "routes": paths, "bound": bounds,

@@ -13,18 +13,13 @@ import base64
 import datetime as dt
 import html
 import json
-import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from nnbias import __version__
-
-DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "dask", "dcor", "sympy",
-                "scikit-learn", "numba", "mnist1d")
+from nnbias.provenance import describe
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -58,15 +53,12 @@ def _img(figure: Path | tuple[str, bytes]) -> str:
     return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def versions() -> dict[str, str]:
-    """Python, the platform and the installed versions of nnbias's dependencies."""
-    out = {"nnbias": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for name in DEPENDENCIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+def computed_on(store: Any, run_id: str) -> list[dict[str, str]]:
+    """The machines and software recorded for a run and, for a reproduce run, the runs behind its
+    report's sections."""
+    sections = store.table("report_sections", run_id)
+    behind = [r for runs in sections["runs"] for r in json.loads(runs)] if len(sections) else []
+    return store.environments([run_id, *behind])
 
 
 def claims_table(claims: list[dict[str, str]]) -> str:
@@ -91,15 +83,17 @@ def _runs_block(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def write_report(path: Path, title: str, claims: list[dict[str, str]], sections: list[Section],
-                 store_path: Path) -> Path:
-    """The page: claims first, then one section per experiment; everything embedded."""
-    env = ", ".join(f"{k} {v}" for k, v in versions().items())
+                 store_path: Path, environments: list[dict[str, str]]) -> Path:
+    """The page: claims first, then one section per experiment; everything embedded. ``environments``:
+    what the runs were computed on (as recorded, not the machine that writes the page)."""
+    env = ("<br>".join("Computed on " + html.escape(describe(e)) for e in environments)
+           or "Machine not recorded (a store written before nnbias recorded it).")
     toc = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>Written {dt.datetime.now():%Y-%m-%d %H:%M}. Results store: "
              f"<code>{html.escape(str(store_path))}</code> (DuckDB; query it with SQL, pandas or "
              "polars; <code>nnbias report</code> rebuilds this page from it).</p>"
-             f"<p><small>{html.escape(env)}</small></p>"
+             f"<p><small>{env}</small></p>"
              f"<nav><ol><li><a href=\"#claims\">Claims</a></li>{toc}</ol></nav>",
              '<h2 id="claims">Claims</h2>', claims_table(claims)]
     for i, s in enumerate(sections):
