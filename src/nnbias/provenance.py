@@ -20,7 +20,7 @@ DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "da
                 "scikit-learn", "numba", "mnist1d")
 
 
-MACHINE = ("cpu", "cpu_capability", "torch_threads", "gpu")
+MACHINE = ("cpu", "cpu_capability", "gpu")
 
 
 def cpu_model() -> str:
@@ -35,13 +35,13 @@ def cpu_model() -> str:
 
 
 def environment() -> dict[str, str]:
-    """This process's machine (CPU, the vector instructions torch dispatches to, intra-op threads,
-    GPU) and software (Python, platform, nnbias and its dependencies' versions)."""
+    """This process's machine (CPU, the vector instructions torch dispatches to, GPU) and software
+    (Python, platform, nnbias and its dependencies' versions). Not the thread count: every unit of
+    work runs on one intra-op thread (``executor``), however many the process has."""
     import torch
 
     out = {"nnbias": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "torch_threads": str(torch.get_num_threads()),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
     for name in DEPENDENCIES:
         try:
@@ -53,7 +53,6 @@ def environment() -> dict[str, str]:
 
 def describe(env: dict[str, str]) -> str:
     """One line: the machine first (what makes last bits differ), then the versions."""
-    machine = (f"{env.get('cpu', '?')} ({env.get('cpu_capability', '?')}; torch intra-op threads "
-               f"{env.get('torch_threads', '?')}); GPU {env.get('gpu', '?')}")
+    machine = f"{env.get('cpu', '?')} ({env.get('cpu_capability', '?')}); GPU {env.get('gpu', '?')}"
     rest = ", ".join(f"{k} {env[k]}" for k in sorted(env) if k not in MACHINE)
     return f"{machine}; {rest}"

@@ -6,7 +6,7 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
   package version, status (running/done), start and end times.
 * ``run_sessions``: (run_id, started_at, environment JSON): every process that
   started or resumed a run and what it ran on (``provenance.environment``: CPU
-  and its vector instructions, threads, GPU, versions), since results agree bit
+  and its vector instructions, GPU, versions), since results agree bit
   for bit on one kind of machine, not across CPUs.
 * ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
 * ``function_counts``: (run_id, n_inputs, truth_table, count): the parameter-
