@@ -270,7 +270,7 @@ def _known_run(st: Any, run_id: str) -> dict[str, Any]:
 def show(run: str = typer.Argument(..., help="Run id (`nnbias runs` lists them)."), store: Path = STORE,
          as_json: bool = JSON) -> None:
     """A run's config, status, machines, tables and claims, read from the store."""
-    from nnbias.provenance import describe
+    from nnbias.provenance import computed_on_lines
     from nnbias.store import Store
 
     with Store(store, read_only=True) as st:
@@ -279,8 +279,7 @@ def show(run: str = typer.Argument(..., help="Run id (`nnbias runs` lists them).
     config = json.loads(row.pop("config"))
     lines = [f"{k}: {row[k]}" for k in ("run_id", "experiment", "status", "seed", "version", "started_at",
                                         "ended_at", "samples")]
-    lines += (["computed on:", *("  " + describe(e) for e in environments)] if environments
-              else ["computed on: not recorded (a store from before nnbias recorded it)"])
+    lines += computed_on_lines(environments)
     lines += ["config:", *("  " + t for t in json.dumps(config, indent=2, sort_keys=True).splitlines()),
               "tables (rows of this run):", *(f"  {name}: {n:,}" for name, n in tables.items())]
     if judged:

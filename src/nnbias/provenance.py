@@ -10,6 +10,7 @@ code.
 
 from __future__ import annotations
 
+import functools
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -18,8 +19,6 @@ from nnbias import __version__
 
 DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "dask", "dcor", "sympy",
                 "scikit-learn", "numba", "mnist1d")
-
-
 MACHINE = ("cpu", "cpu_capability", "gpu")
 
 
@@ -38,6 +37,12 @@ def environment() -> dict[str, str]:
     """This process's machine (CPU, the vector instructions torch dispatches to, GPU) and software
     (Python, platform, nnbias and its dependencies' versions). Not the thread count: every unit of
     work runs on one intra-op thread (``executor``), however many the process has."""
+    return dict(_environment())  # a copy: callers may extend it
+
+
+@functools.cache
+def _environment() -> dict[str, str]:
+    """Looked up once per process (every run a process starts records it; none of it changes)."""
     import torch
 
     out = {"nnbias": __version__, "python": platform.python_version(), "platform": platform.platform(),
@@ -56,3 +61,9 @@ def describe(env: dict[str, str]) -> str:
     machine = f"{env.get('cpu', '?')} ({env.get('cpu_capability', '?')}); GPU {env.get('gpu', '?')}"
     rest = ", ".join(f"{k} {env[k]}" for k in sorted(env) if k not in MACHINE)
     return f"{machine}; {rest}"
+
+
+def computed_on_lines(environments: list[dict[str, str]]) -> list[str]:
+    """What a run (or a report's runs) was computed on, one line per recorded environment."""
+    return ([f"Computed on {describe(e)}" for e in environments]
+            or ["Machine not recorded (a store written before nnbias recorded it)."])

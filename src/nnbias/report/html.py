@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from nnbias.provenance import describe
+from nnbias.provenance import computed_on_lines
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -86,8 +86,7 @@ def write_report(path: Path, title: str, claims: list[dict[str, str]], sections:
                  store_path: Path, environments: list[dict[str, str]]) -> Path:
     """The page: claims first, then one section per experiment; everything embedded. ``environments``:
     what the runs were computed on (as recorded, not the machine that writes the page)."""
-    env = ("<br>".join("Computed on " + html.escape(describe(e)) for e in environments)
-           or "Machine not recorded (a store written before nnbias recorded it).")
+    env = "<br>".join(html.escape(line) for line in computed_on_lines(environments))
     toc = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>Written {dt.datetime.now():%Y-%m-%d %H:%M}. Results store: "
