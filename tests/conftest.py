@@ -1,4 +1,15 @@
+import os
+
 import pytest
+import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each test process takes its share of the cores for torch's intra-op threads:
+    N processes with N threads each would spin against each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_addoption(parser):

@@ -6,6 +6,7 @@ import sys
 import time
 
 import duckdb
+import pandas as pd
 import pytest
 import torch
 
@@ -121,6 +122,33 @@ def test_store_errors(tmp_path):
         Store("/proc/nnbias/x.duckdb")
     with pytest.raises(NNBiasError, match="does not exist"):
         Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_the_schema_is_created_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A reader's snapshot of a store whose writer is still creating the schema saw ``runs`` without
+    ``chunks`` (a DuckDB catalog traceback): the schema is one transaction."""
+    import nnbias.store
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr(nnbias.store, "SCHEMA", nnbias.store.SCHEMA + "CREATE TABLE runs (x INTEGER);")
+    with pytest.raises(duckdb.CatalogException):
+        Store(path)
+    con = duckdb.connect(str(path), read_only=True)
+    tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    con.close()
+    assert tables == []
+
+
+def test_a_transaction_inside_another_commits_or_rolls_back_with_it(tmp_path):
+    with Store(tmp_path / "s.duckdb") as st:
+        with pytest.raises(RuntimeError), st.transaction():
+            st.append_rows("cells", "r1", pd.DataFrame({"width": [8]}))  # its own block, nested
+            raise RuntimeError("killed between two tables")
+        assert not st._has_table("cells")
+        with st.transaction():
+            st.append_rows("cells", "r1", pd.DataFrame({"width": [8]}))
+            st.append_rows("cells", "r1", pd.DataFrame({"width": [16]}))
+        assert sorted(st.table("cells", "r1")["width"]) == [8, 16]
 
 
 def test_store_is_plain_duckdb(tmp_path):

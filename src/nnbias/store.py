@@ -113,6 +113,7 @@ class Store:
         elif not self.path.exists():
             raise NNBiasError(f"store {str(self.path)!r} does not exist; run an experiment first")
         self._snapshot: str | None = None
+        self._transactions = 0  # open transaction() blocks: only the outermost begins and commits
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
@@ -126,8 +127,9 @@ class Store:
                                   "holds its write lock); wait for it to finish, or use another "
                                   "--store") from None
             self.con = self._open_snapshot()
-        if not read_only:
-            self.con.execute(SCHEMA)
+        if not read_only:  # all tables or none: a reader's snapshot never sees half a schema
+            with self.transaction():
+                self.con.execute(SCHEMA)
 
     def _open_snapshot(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to a copy of the file and its WAL, taken now."""
@@ -194,14 +196,22 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside commit together or not at all (a cell stored in two tables)."""
-        self.con.execute("BEGIN TRANSACTION")
+        """All writes inside commit together or not at all (a cell stored in two tables); a block
+        inside another joins the outer one."""
+        self._transactions += 1
         try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+            if self._transactions > 1:
+                yield
+                return
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+        finally:
+            self._transactions -= 1
 
     def run_status(self, run_id: str) -> str | None:
         row = self.one("SELECT status FROM runs WHERE run_id = ?", [run_id])
@@ -349,8 +359,9 @@ class Store:
         frame = frame.assign(run_id=run_id)
         self.con.register("incoming", frame)
         try:
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
-            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+            with self.transaction():  # a killed process leaves no empty table behind
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+                self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
         finally:
             self.con.unregister("incoming")
 
