@@ -12,7 +12,7 @@ from nnbias.engines.empirical import (
     structured_ntk,
 )
 from nnbias.engines.ensemble import sample_ensemble
-from nnbias.engines.kernels import KernelFn, adaptive_expectation, dual_fn
+from nnbias.engines.kernels import KernelFn, adaptive_expectation, default_block, dual_fn
 from nnbias.errors import NNBiasError
 from nnbias.spec import NetworkSpec
 
@@ -97,7 +97,24 @@ def test_blocked_equals_unblocked_and_float32():
     assert single.dtype == torch.float32 and torch.allclose(single.double(), full, rtol=1e-5)
 
 
+def test_duals_with_many_terms_per_pair_take_smaller_blocks_and_the_same_values():
+    """tanh (32 erfs) and quadrature (96 nodes) hold (block, block, terms) temporaries: their default
+    blocks are smaller, so 80 inputs span several of them, and the Gram matrix is the one-block one."""
+    x = torch.randn(80, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for activation, method in (("tanh", "auto"), ("gelu", "quadrature")):
+        kernel = KernelFn(NetworkSpec(5, (8, 8), activation, sigma_b=0.1), method=method)
+        assert default_block(x.device, x.dtype, kernel.terms) < 80 <= default_block(x.device, x.dtype)
+        one_block = kernel(x, kind="ntk", block=80)
+        # blocks change the order of the input products' sums (rounding) and mirror the lower triangle,
+        # where one block computes K(b, a) too: quadrature's K(a, b) - K(b, a) is 6e-14 of max |K|
+        rounding = 1e-14 * float(one_block.abs().max())
+        asymmetry = float((one_block - one_block.T).abs().max())
+        assert float((kernel(x, kind="ntk") - one_block).abs().max()) <= asymmetry + rounding
+
+
 def test_kernel_errors():
+    with pytest.raises(NNBiasError, match="block=0"):
+        KernelFn(NetworkSpec(5, (8,)))(X, block=0)
     with pytest.raises(NNBiasError, match="does not exist"):
         KernelFn(NetworkSpec(5, (8,), "step"))(X, kind="ntk")
     with pytest.raises(NNBiasError, match="no closed-form"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -218,6 +219,7 @@ def bench_train(runs: int = 8192, loop_runs: int = 30, workers: int | None = Non
 
 # the analytic and empirical cases' network, and their inputs
 KERNEL_BENCH_SPEC = NetworkSpec(32, (512, 512, 512), "relu", parametrization="ntk", sigma_w=1.4, sigma_b=0.1)
+TANH_BENCH_SPEC = replace(KERNEL_BENCH_SPEC, activation="tanh")
 
 
 def _kernel_bench_inputs(n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -246,6 +248,9 @@ def _peak_case(case: str, n: int, dtype: str, queue) -> None:
         # blocks of 1024 inputs, out of a CPU core's cache
         "analytic_large_blocks": lambda: KernelFn(spec)(x, kind="ntk", dtype=dt, block=1024),
         "analytic_naive": lambda: _naive_relu_ntk(x.numpy(), spec),
+        # tanh: 32 erfs per pair, so (block, block, 32) temporaries and a smaller default block
+        "analytic_tanh": lambda: KernelFn(TANH_BENCH_SPEC)(x, kind="ntk", dtype=dt),
+        "analytic_tanh_cap": lambda: KernelFn(TANH_BENCH_SPEC)(x, kind="ntk", dtype=dt, block=256),
         "gp_solve": lambda: gp_posterior(k, torch.randn(n, 1, dtype=dt), k[:100], noise=1e-6),
         "gp_solve_naive": lambda: (k[:100].numpy() @ np.linalg.inv(k.numpy() + 1e-6 * np.eye(n))
                                    @ np.random.default_rng(0).normal(size=(n, 1))),
@@ -376,6 +381,8 @@ def bench_kernels(n_analytic: int = 4000, n_empirical: int = 500, neural_tangent
         ("  baseline: every block (no symmetry)", "analytic_full", n_analytic, "float64"),
         ("  baseline: blocks of 1024 inputs", "analytic_large_blocks", n_analytic, "float64"),
         ("  baseline: unblocked numpy recursion", "analytic_naive", n_analytic, "float64"),
+        ("analytic NTK tanh float64 (default block)", "analytic_tanh", n_analytic // 8, "float64"),
+        ("  baseline: blocks of 256 (the former cap)", "analytic_tanh_cap", n_analytic // 8, "float64"),
         ("GP solve (Cholesky)", "gp_solve", n_analytic, "float64"),
         ("  baseline: explicit inverse", "gp_solve_naive", n_analytic, "float64"),
         ("empirical NTK width 512 depth 3 (structured)", "empirical", n_empirical, "float32"),

@@ -32,16 +32,30 @@ import numpy as np
 import torch
 
 from nnbias.engines.ensemble import activation_derivative, activation_fn
-from nnbias.errors import NNBiasError, check_choice, require
+from nnbias.errors import NNBiasError, check_choice, check_int, require
 from nnbias.spec import NetworkSpec
 
 CLOSED_FORMS = {"relu", "erf", "gelu", "linear", "step", "sign"}
 NO_NTK = {"step", "sign"}  # derivative is a delta: the NTK does not exist
 CPU_BLOCK = 256  # inputs per Gram block on a CPU (measured at N = 4000: 128-256 alike, 1024 1.8x slower)
 DEVICE_BLOCK = 4096  # on a GPU, where small blocks would leave it idle between launches
-# at most this many inputs per block for duals with (block, block, terms) temporaries (quadrature:
-# 96 nodes, tanh: 32 erfs), on any device: 256^2 x 96 float64 values are 50 MB
-STACKED_BLOCK = 256
+# bytes of one (block, block, terms) temporary of a dual that sums terms per pair (quadrature: 96 nodes,
+# tanh: 32 erfs), so a block shrinks as its terms grow. On a CPU 1 MiB, a core's L2 cache: measured
+# (1 thread, depth-3 NTK, best block) tanh float64 64 (5.7 s against 7.5 s at 32 and 6.3 s at 90),
+# float32 64-90, 96-node quadrature float64 32 (18.9 s against 69 s at 90), float32 64; blocks of
+# 256 (the old cap) were 1.5-4x slower. On a GPU 16 MiB: tanh float64 keeps its 256 (not measured there).
+STACKED_BYTES = {"cpu": 2**20, "device": 2**24}
+
+
+def default_block(device: torch.device, dtype: torch.dtype, terms: int = 1) -> int:
+    """Inputs per side of a Gram block: ``CPU_BLOCK``/``DEVICE_BLOCK``, smaller for a dual whose
+    temporaries carry ``terms`` values per pair."""
+    on_cpu = device.type == "cpu"
+    block = CPU_BLOCK if on_cpu else DEVICE_BLOCK
+    if terms == 1:
+        return block
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, min(block, math.isqrt(STACKED_BYTES["cpu" if on_cpu else "device"] // (itemsize * terms))))
 
 
 def _closed_form(name: str, k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor,
@@ -232,7 +246,7 @@ class KernelFn:
                 "(its readout scales as 1/width); analytic kernels exist for 'standard' and 'ntk'")
         self.spec = spec
         self.dual = dual_fn(spec.activation, method, quadrature_nodes)
-        self.stacked = hasattr(self.dual, "terms")  # temporaries of (block, block, terms)
+        self.terms = getattr(self.dual, "terms", 1)  # values per pair in a block's temporaries
 
     def _diagonal(self, x: torch.Tensor) -> list[torch.Tensor]:
         """K(x, x) before each activation, for every hidden layer."""
@@ -270,8 +284,9 @@ class KernelFn:
     def __call__(self, x1, x2=None, kind: str = "nngp", block: int | None = None,
                  dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Gram matrix (N1, N2) of ``kind`` nngp, ntk, or both (a tuple), computed in blocks on ``device``
-        (each block stays there until it is done); the result is on the CPU."""
+        """Gram matrix (N1, N2) of ``kind`` nngp, ntk, or both (a tuple), computed in blocks of ``block``
+        inputs (default: ``default_block``) on ``device`` (each block stays there until it is done); the
+        result is on the CPU."""
         check_choice("kind", kind, ("nngp", "ntk", "both"))
         if kind != "nngp" and self.spec.activation in NO_NTK:
             raise NNBiasError(f"the NTK of activation={self.spec.activation!r} does not exist "
@@ -285,9 +300,8 @@ class KernelFn:
         require(bool(torch.isfinite(x1).all() and torch.isfinite(x2).all()),
                 "inputs contain NaN or inf; clean the data first")
         if block is None:  # on a CPU a block's ~10 temporaries then stay in cache
-            block = CPU_BLOCK if x1.device.type == "cpu" else DEVICE_BLOCK
-        if self.stacked:
-            block = min(block, STACKED_BLOCK)
+            block = default_block(x1.device, dtype, self.terms)
+        block = check_int("block", block, minimum=1)
         d1, d2 = self._diagonal(x1), self._diagonal(x2)
 
         def compute(si: slice, sj: slice, same: bool):
