@@ -50,12 +50,11 @@ STACKED_BYTES = {"cpu": 2**20, "device": 2**24}
 def default_block(device: torch.device, dtype: torch.dtype, terms: int = 1) -> int:
     """Inputs per side of a Gram block: ``CPU_BLOCK``/``DEVICE_BLOCK``, smaller for a dual whose
     temporaries carry ``terms`` values per pair."""
-    on_cpu = device.type == "cpu"
-    block = CPU_BLOCK if on_cpu else DEVICE_BLOCK
+    where = "cpu" if device.type == "cpu" else "device"
+    block = CPU_BLOCK if where == "cpu" else DEVICE_BLOCK
     if terms == 1:
         return block
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return max(1, min(block, math.isqrt(STACKED_BYTES["cpu" if on_cpu else "device"] // (itemsize * terms))))
+    return max(1, min(block, math.isqrt(STACKED_BYTES[where] // (dtype.itemsize * terms))))
 
 
 def _closed_form(name: str, k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor,
