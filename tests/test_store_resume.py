@@ -108,9 +108,30 @@ def test_dask_workers_give_the_same_counts(tmp_path):
         with Store(tmp_path / "dask.duckdb") as st:
             run_id = run_sampling(st, cfg, executor, quiet=True)
             by_dask = st.function_counts(run_id).sort_values("truth_table", ignore_index=True)
+            assert st.environments([run_id]) == [environment()]  # workers on this machine: one line
+            assert sessions(st, run_id) == 1
     finally:
         executor.close()
     assert by_dask.equals(by_threads)
+
+
+def test_a_dask_worker_on_another_kind_of_machine_is_recorded_with_the_run(tmp_path):
+    """Units computed elsewhere carry that machine's last bits, so the store names it too. A worker
+    whose torch dispatches to generic code (ATEN_CPU_CAPABILITY=default) stands in for another CPU."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env={"ATEN_CPU_CAPABILITY": "default"})
+    executor = DaskExecutor(cluster.scheduler_address)
+    try:
+        with Store(tmp_path / "s.duckdb") as st:
+            run_id = run_sampling(st, SamplingConfig(SPEC, samples=2 * 1000, chunk_size=1000), executor,
+                                  quiet=True)
+            assert st.environments([run_id]) == [environment(),
+                                                 {**environment(), "cpu_capability": "DEFAULT"}]
+    finally:
+        executor.close()
+        cluster.close()
 
 
 def test_store_errors(tmp_path):

@@ -36,6 +36,10 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
 
+    def environments(self) -> list[dict[str, str]]:
+        """None besides this process's own: its threads run every unit."""
+        return []
+
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
         if self.workers == 1:  # in this thread, one chunk after another, on one intra-op thread
             threads = torch.get_num_threads()
@@ -84,6 +88,13 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+
+    def environments(self) -> list[dict[str, str]]:
+        """The machine and software of every worker connected now, as each reports its own: on a
+        cluster of other machines they, not this process, compute the units (and set their last bits)."""
+        from nnbias.provenance import environment
+
+        return list(self.client.run(environment).values())
 
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
         """Chunks in completion order. A worker that dies has its chunks redone on the others (Dask

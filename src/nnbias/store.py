@@ -5,9 +5,10 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
 * ``runs``: one row per run: id, experiment, full config (JSON), seed,
   package version, status (running/done), start and end times.
 * ``run_sessions``: (run_id, started_at, environment JSON): every process that
-  started or resumed a run and what it ran on (``provenance.environment``: CPU
-  and its vector instructions, GPU, versions), since results agree bit
-  for bit on one kind of machine, not across CPUs.
+  started or resumed a run, and each distinct machine among the Dask workers
+  connected then, with what it ran on (``provenance.environment``: CPU and its
+  vector instructions, GPU, versions), since results agree bit for bit on one
+  kind of machine, not across CPUs.
 * ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
 * ``function_counts``: (run_id, n_inputs, truth_table, count): the parameter-
   function map's counts of each finished run. ``truth_table`` is a DuckDB
@@ -50,7 +51,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -59,6 +60,9 @@ import pandas as pd
 from nnbias import __version__
 from nnbias.errors import NNBiasError
 from nnbias.provenance import environment
+
+if TYPE_CHECKING:
+    from nnbias.executor import DaskExecutor, LocalExecutor
 
 DEFAULT_STORE = Path("nnbias-results") / "nnbias.duckdb"
 RUN_RECORDS = ("runs", "run_sessions")  # about runs (times, machines), not their results
@@ -167,19 +171,25 @@ class Store:
         return rows[0] if rows else None
 
     # runs -------------------------------------------------------------------
-    def start_run(self, experiment: str, config: dict[str, Any], seed: int) -> str:
-        """Create the run for (experiment, config) or reopen it to resume; a process that will work on
-        it (not one that finds it done) is recorded with its machine in ``run_sessions``."""
+    def start_run(self, experiment: str, config: dict[str, Any], seed: int,
+                  executor: LocalExecutor | DaskExecutor | None = None) -> str:
+        """Create the run for (experiment, config) or reopen it to resume. A process that will work on
+        it (not one that finds it done) is recorded with its machine in ``run_sessions``, and so is
+        each distinct machine among ``executor``'s workers connected now (Dask workers elsewhere)."""
         run_id = run_id_for(experiment, config)
         now = dt.datetime.now()
         status = self.run_status(run_id)
-        if status is None:
-            self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
-                             [run_id, experiment, json.dumps(config, sort_keys=True), seed,
-                              __version__, now])
-        if status != "done":
-            self.con.execute("INSERT INTO run_sessions VALUES (?, ?, ?)",
-                             [run_id, now, json.dumps(environment(), sort_keys=True)])
+        if status == "done":
+            return run_id
+        workers = executor.environments() if executor is not None else []
+        sessions = dict.fromkeys(json.dumps(e, sort_keys=True) for e in (environment(), *workers))
+        with self.transaction():
+            if status is None:
+                self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
+                                 [run_id, experiment, json.dumps(config, sort_keys=True), seed,
+                                  __version__, now])
+            self.con.executemany("INSERT INTO run_sessions VALUES (?, ?, ?)",
+                                 [[run_id, now, e] for e in sessions])
         return run_id
 
     def finish_run(self, run_id: str) -> None:
@@ -237,7 +247,7 @@ class Store:
         if not self._has_table("run_sessions"):
             return []
         rows = self.con.execute("SELECT environment FROM run_sessions WHERE list_contains(?, run_id) "
-                                "ORDER BY started_at", [run_ids]).fetchall()
+                                "ORDER BY started_at, rowid", [run_ids]).fetchall()
         return [json.loads(e) for e in dict.fromkeys(r[0] for r in rows)]
 
     def latest_run(self, experiment: str) -> str | None:

@@ -261,7 +261,7 @@ def run_architectures(
     store: Store, s: ArchitecturesSettings, out: Path, quiet: bool = False, executor=None
 ) -> dict[str, Any]:
     """Run (or resume) every cell on ``executor``; return the tables, figures and claims."""
-    run_id = store.start_run("architectures", s.to_dict(), s.seed)
+    run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])
     bool_done = store.done_cells("architecture_boolean", run_id, ["architecture"])

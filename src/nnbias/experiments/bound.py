@@ -149,7 +149,7 @@ def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False,
               executor=None) -> dict[str, Any]:
     """Run (or resume) every (task, m, corruption) cell on ``executor``; return the table, figure and
     claims."""
-    run_id = store.start_run("bound", s.to_dict(), s.seed)
+    run_id = store.start_run("bound", s.to_dict(), s.seed, executor)
     done = store.done_cells("bound_cells", run_id, ["task", "m", "corruption"])
     todo = [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions if (t, m, c) not in done]
     run_cells(executor, bound_cell, todo, store.appender("bound_cells", run_id),

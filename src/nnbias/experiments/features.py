@@ -218,7 +218,7 @@ def run_features(store: Store, s: FeaturesSettings, out: Path, quiet: bool = Fal
                  executor=None) -> dict[str, Any]:
     """Run (or resume) the coordinate check and the width sweep (cells on ``executor``); return tables,
     figures, claims."""
-    run_id = store.start_run("features", s.to_dict(), s.seed)
+    run_id = store.start_run("features", s.to_dict(), s.seed, executor)
     if not len(store.table("features_coord", run_id)):
         store.append_rows("features_coord", run_id, coordinate_check(s))
     have = store.done_cells("features_cells", run_id, ["task", "parametrization", "width"])

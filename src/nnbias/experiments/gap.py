@@ -269,7 +269,7 @@ def run_gap(store: Store, s: GapSettings, out: Path, quiet: bool = False, execut
     """Run (or resume) the task ladder and the sample-complexity curves on ``executor``, in phases (each
     needs the one before: kernels give the NTK networks' lr, the tuning the muP base lr); return tables,
     figures, claims."""
-    run_id = store.start_run("gap", s.to_dict(), s.seed)
+    run_id = store.start_run("gap", s.to_dict(), s.seed, executor)
     tasks = list(dict.fromkeys((*s.tasks, *s.curve_tasks)))  # curves use the eta tuned on the ladder's task
 
     done = store.done_cells("gap_kernels", run_id, ["task"])

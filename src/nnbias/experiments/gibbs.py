@@ -179,7 +179,7 @@ def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False,
     """Run (or resume) the reference, then every Langevin step size and SGD setting on ``executor``;
     judge the claims."""
     task = load_task(s)
-    run_id = store.start_run("gibbs", s.to_dict(), s.seed)
+    run_id = store.start_run("gibbs", s.to_dict(), s.seed, executor)
     if not store.done_cells("gibbs_references", run_id, ["temperature"]):
         store.append_rows("gibbs_references", run_id, references(task, s))
     done = store.done_cells("gibbs_cells", run_id, ["method", "lr", "batch"])

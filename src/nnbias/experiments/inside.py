@@ -180,7 +180,7 @@ def run_inside(store: Store, s: InsideSettings, out: Path, quiet: bool = False,
                executor=None) -> dict[str, Any]:
     """Run (or resume) every (parametrization, width) cell on ``executor``; return tables, figures and
     claims."""
-    run_id = store.start_run("inside", s.to_dict(), s.seed)
+    run_id = store.start_run("inside", s.to_dict(), s.seed, executor)
     done = store.done_cells("inside_cells", run_id, ["parametrization", "width"])
     todo = [(p, w) for p in s.parametrizations for w in s.widths if (p, w) not in done]
     task = load_task(s.task, s.seed) if todo else None

@@ -172,7 +172,7 @@ def _kernels_work(table: str, name: str, s: KernelsSettings) -> pd.DataFrame:
 def run_kernels(store: Store, s: KernelsSettings, out: Path, quiet: bool = False,
                 executor=None) -> dict[str, Any]:
     """Run (or resume) the experiment's units on ``executor``; return tables, figures and claims."""
-    run_id = store.start_run("kernels", s.to_dict(), s.seed)
+    run_id = store.start_run("kernels", s.to_dict(), s.seed, executor)
     done = store.done_cells("kernels_results", run_id, ["task"])
     todo = [("kernels_results", n) for n in s.tasks if (n,) not in done]
     todo += [(t, "") for t in ("kernels_convergence", "kernels_fluctuations")

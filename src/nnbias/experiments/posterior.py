@@ -278,7 +278,7 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
                   executor=None) -> dict[str, Any]:
     """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
     task = load_task(s.task, s.seed)
-    run_id = store.start_run("posterior", s.to_dict(), s.seed)
+    run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
     run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),

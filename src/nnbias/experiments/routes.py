@@ -167,7 +167,7 @@ def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False,
     """Run (or resume) every (width, route) cell on ``executor``; compare the routes pairwise; judge the
     claims."""
     task = load_task(s)
-    run_id = store.start_run("routes", s.to_dict(), s.seed)
+    run_id = store.start_run("routes", s.to_dict(), s.seed, executor)
     done = store.done_cells("routes_cells", run_id, ["width", "route"])
     todo = [(w, r) for w in s.widths for r in ROUTES if (w, r) not in done]
     run_cells(executor, route_cell, todo, store.appender("routes_cells", run_id),

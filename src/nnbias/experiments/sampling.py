@@ -80,7 +80,7 @@ def run_sampling(store: Store, config: SamplingConfig, executor=None, experiment
     Chunks already marked done in the store are skipped, so calling this again
     after a crash or Ctrl-C finishes the run without redoing or double-counting.
     """
-    run_id = store.start_run(experiment, config.to_dict(), config.seed)
+    run_id = store.start_run(experiment, config.to_dict(), config.seed, executor)
     todo = [c for c in range(len(config.chunks)) if c not in store.done_chunks(run_id)]
     n = config.spec.input_dim
 

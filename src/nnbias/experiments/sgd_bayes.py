@@ -158,7 +158,7 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
                   "chunk_size": s.chunk_size, "device": s.device, "seed": s.seed}
-    run_id = store.start_run("psgd", run_config, s.seed)
+    run_id = store.start_run("psgd", run_config, s.seed, executor)
     todo = [c for c in range(len(sizes)) if c not in store.done_chunks(run_id)]
     bits = len(task.y_test)
 
@@ -271,7 +271,7 @@ def run_sgd_bayes(store: Store, s: SgdBayesSettings, out: Path, executor=None,
                   quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the experiment on every task; return tables, figures and claims."""
     check_tasks(s)
-    run_id = store.start_run("sgd-vs-bayes", s.to_dict(), s.seed)
+    run_id = store.start_run("sgd-vs-bayes", s.to_dict(), s.seed, executor)
     summaries, tables, figs = [], {}, {}
     for task_name in s.tasks:
         summary, table = compare_task(store, run_id, task_name, s, executor, quiet)

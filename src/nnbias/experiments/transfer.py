@@ -230,7 +230,7 @@ def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = Fal
     """Run (or resume) every (pair, n_B) cell on ``executor``, after pretraining each distinct A once
     (pairs that share A share its pretraining); return tables, figures and claims."""
     pairs = {name: task_pair(name, s.seed, max(s.sizes)) for name in s.pairs}  # bad sizes fail here
-    run_id = store.start_run("transfer", s.to_dict(), s.seed)
+    run_id = store.start_run("transfer", s.to_dict(), s.seed, executor)
     done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
     todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
     tasks_a = {pairs[name].a.name: (pairs[name].a,) for name, _ in todo}
