@@ -47,6 +47,41 @@ def test_pfmap_json_and_runs(tmp_path):
     none = nnbias("claims", cwd=tmp_path)
     assert none.returncode == 2 and "no finished reproduce run" in none.stderr
 
+    # against its own export every row is identical; against an edited one the edits are found
+    export = tmp_path / "claims.json"
+    export.write_text(nnbias("claims", "--run", doc["run_id"], "--json", cwd=tmp_path).stdout)
+    same = json.loads(nnbias("claims", "--run", doc["run_id"], "--against", str(export), "--json",
+                             cwd=tmp_path).stdout)
+    assert {r["change"] for r in same["rows"]} == {"same"} and len(same["rows"]) == len(doc["claims"])
+    edited = json.loads(export.read_text())
+    first = edited["claims"][0]
+    first["verdict"] = "contradicted" if first["verdict"] != "contradicted" else "supported"
+    edited["claims"][1]["measured"] += " (elsewhere)"
+    dropped = edited["claims"].pop()
+    export.write_text(json.dumps(edited))
+    r = nnbias("claims", "--run", doc["run_id"], "--against", str(export), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    n = len(doc["claims"])
+    assert (f"{n - 3} of {n - 1} claims in both tables identical, 1 measured differently with the same "
+            "verdict, 1 with another verdict or rule; 1 only here, 0 only there") in r.stdout
+    assert f"- [only here] {dropped['claim']}" in r.stdout and "(elsewhere) =>" in r.stdout
+    refused = nnbias("claims", "--run", doc["run_id"], "--against", str(export), "--markdown", cwd=tmp_path)
+    assert refused.returncode == 2 and "--markdown does not apply with --against" in refused.stderr
+    (tmp_path / "bad.json").write_text('{"claims": [{"claim": "x"}]}')
+    bad = nnbias("claims", "--run", doc["run_id"], "--against", str(tmp_path / "bad.json"), cwd=tmp_path)
+    assert bad.returncode == 2 and "holds no claim table" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_claim_stated_twice_is_matched_in_order():
+    from nnbias.report.claims import compare_claims
+
+    row = {"claim": "c", "measured": "1", "verdict": "supported", "rule": "r"}
+    here = [row, {**row, "measured": "2"}, {**row, "claim": "d"}]
+    there = [row, {**row, "measured": "3"}, {**row, "claim": "e"}]
+    changes = [r["change"] for r in compare_claims(here, there)]
+    assert changes == ["same", "measured", "only here", "only there"]
+    assert [r["change"] for r in compare_claims(here, [{**row, "rule": "another"}])][0] == "verdict"
+
 
 def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     """On {-1,+1}^n Thm 4.1 does not apply (f(-x) = -f(x)): the row tests T = 2^(n-1), not uniformity."""

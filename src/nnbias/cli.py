@@ -112,6 +112,28 @@ def claims_text(claims: list[dict[str, str]]) -> str:
                      + (f"; to decide: {c['decide']})" if c.get("decide") else ")") for c in claims)
 
 
+def emit_comparison(run_id: str, environments: list[dict[str, str]], rows: list[dict[str, str]],
+                    against: str, reference: dict[str, Any], as_json: bool) -> None:
+    """A run's claim table against an export: a summary line, both machines, the rows that differ."""
+    from nnbias.provenance import computed_on_lines
+    from nnbias.report.claims import compare_claims, comparison_summary
+
+    compared = compare_claims(rows, reference["claims"])
+    there = reference.get("environments", [])
+    lines = [f"{run_id} (this store) against {against} ({reference.get('run_id', 'run not named')})",
+             comparison_summary(compared),
+             *(f"  here:  {line}" for line in computed_on_lines(environments)),
+             *(f"  there: {line}" for line in computed_on_lines(there))]
+    for r in compared:
+        if r["change"] != "same":
+            lines.append(f"- [{r['change']}] {r['claim']}")
+            lines += [f"    {side}: {r[side]['measured']} => {r[side]['verdict']}"
+                      for side in ("here", "there") if r[side]]
+    emit({"run_id": run_id, "against": against, "against_run_id": reference.get("run_id"),
+          "summary": comparison_summary(compared), "environments": {"here": environments, "there": there},
+          "rows": compared}, as_json, "\n".join(lines))
+
+
 def emit_experiment(result: dict[str, Any], keys: tuple[str, ...], table: Any, as_json: bool) -> None:
     """An experiment's chosen results as JSON, or its main table and claims as text."""
     emit({k: result[k] for k in keys}, as_json,
@@ -316,14 +338,23 @@ def claims(
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
     readme: Path = typer.Option(None, "--readme", help="Write the Markdown table into this README's "
                                                         "generated claims block."),
+    against: Path = typer.Option(None, "--against", help="Compare with this export of `nnbias claims "
+                                                          "--json` (e.g. docs/claims.json), row by row."),
     store: Path = STORE,
     as_json: bool = JSON,
 ) -> None:
-    """The claim table of a run, read from the store (nothing is rerun)."""
-    from nnbias.report.claims import markdown_table, write_readme_block
+    """The claim table of a run, read from the store (nothing is rerun); or how it differs from an
+    exported one (``--against``)."""
+    from nnbias.report.claims import load_export, markdown_table, write_readme_block
     from nnbias.report.html import computed_on
     from nnbias.store import Store
 
+    if against is not None:
+        for name, given in (("--markdown", markdown), ("--readme", readme is not None)):
+            if given:
+                raise NNBiasError(f"{name} does not apply with --against (which prints the rows that "
+                                  "differ); leave one of them out")
+        reference = load_export(against)
     with Store(store, read_only=True) as st:
         run_id = run or st.latest_run("reproduce")
         if run_id is None:
@@ -333,6 +364,9 @@ def claims(
         rows, environments = st.claims(run_id), computed_on(st, run_id)
     if not rows:
         raise NNBiasError(f"run={run_id!r} has no claims (only experiment runs and reproduce runs do)")
+    if against is not None:
+        emit_comparison(run_id, environments, rows, str(against), reference, as_json)
+        return
     table = markdown_table(rows)
     if readme is not None:
         write_readme_block(readme, table)

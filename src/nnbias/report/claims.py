@@ -3,13 +3,18 @@
 The README's results table is never typed: ``nnbias claims --markdown`` prints
 it from the store, ``nnbias claims --readme README.md`` writes it between the
 markers below, and a test checks that the block equals what this module renders
-from the committed export (``docs/claims.json``).
+from the committed export (``docs/claims.json``). ``nnbias claims --against FILE``
+compares a run's table with such an export, row by row (did a run on another
+machine, or after a change, give the published table?).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from nnbias.errors import NNBiasError
 
@@ -47,3 +52,63 @@ def write_readme_block(path: Path, table: str) -> None:
         raise NNBiasError(f"readme={str(path)!r} cannot be read: {e.strerror}") from None
     old = readme_block(text)
     path.write_text(text.replace(BEGIN + "\n" + old + END, BEGIN + "\n" + table + END), encoding="utf-8")
+
+
+# comparing two claim tables ---------------------------------------------------
+CHANGES = ("same", "measured", "verdict", "only here", "only there")
+_JUDGED = ("measured", "verdict", "rule")
+
+
+def load_export(path: Path) -> dict:
+    """A claims export written by ``nnbias claims --json`` (e.g. the committed ``docs/claims.json``)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise NNBiasError(f"against={str(path)!r} cannot be read: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise NNBiasError(f"against={str(path)!r} is not JSON; give a file written by "
+                          "`nnbias claims --json`") from None
+    rows = doc.get("claims") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"claim", *_JUDGED} <= set(r)
+                                             for r in rows):
+        raise NNBiasError(f"against={str(path)!r} holds no claim table (a 'claims' list of rows with "
+                          f"claim, {', '.join(_JUDGED)}); give a file written by `nnbias claims --json`")
+    return doc
+
+
+def _keyed(rows: list[dict[str, str]]) -> dict[tuple[str, int], dict[str, str]]:
+    """Rows by (claim, its occurrence): a claim stated twice is matched in order."""
+    seen: Counter[str] = Counter()
+    out = {}
+    for r in rows:
+        out[(r["claim"], seen[r["claim"]])] = r
+        seen[r["claim"]] += 1
+    return out
+
+
+def compare_claims(here: list[dict[str, str]], there: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each claim of either table with how it differs: ``same``; ``measured`` (the number moved, the
+    verdict and its rule did not); ``verdict`` (the verdict or its rule changed); ``only here`` or
+    ``only there``. This table's order first, then the claims only the other has."""
+    mine, theirs = _keyed(here), _keyed(there)
+    out = []
+    for key in [*mine, *(k for k in theirs if k not in mine)]:
+        a, b = mine.get(key), theirs.get(key)
+        if a is None or b is None:
+            change = "only there" if a is None else "only here"
+        elif any(a[f] != b[f] for f in ("verdict", "rule")):
+            change = "verdict"
+        else:
+            change = "same" if a["measured"] == b["measured"] else "measured"
+        out.append({"claim": key[0], "change": change,
+                    "here": a and {f: a[f] for f in _JUDGED}, "there": b and {f: b[f] for f in _JUDGED}})
+    return out
+
+
+def comparison_summary(rows: list[dict[str, Any]]) -> str:
+    """One line: how many claims are identical and how the others moved."""
+    n = Counter(r["change"] for r in rows)
+    both = len(rows) - n["only here"] - n["only there"]
+    return (f"{n['same']} of {both} claims in both tables identical, {n['measured']} measured differently "
+            f"with the same verdict, {n['verdict']} with another verdict or rule; {n['only here']} only "
+            f"here, {n['only there']} only there")
