@@ -119,9 +119,10 @@ def emit_comparison(run_id: str, environments: list[dict[str, str]], rows: list[
     from nnbias.report.claims import compare_claims, comparison_summary
 
     compared = compare_claims(rows, reference["claims"])
+    summary = comparison_summary(compared)
     there = reference.get("environments", [])
     lines = [f"{run_id} (this store) against {against} ({reference.get('run_id', 'run not named')})",
-             comparison_summary(compared),
+             summary,
              *(f"  here:  {line}" for line in computed_on_lines(environments)),
              *(f"  there: {line}" for line in computed_on_lines(there))]
     for r in compared:
@@ -130,7 +131,7 @@ def emit_comparison(run_id: str, environments: list[dict[str, str]], rows: list[
             lines += [f"    {side}: {r[side]['measured']} => {r[side]['verdict']}"
                       for side in ("here", "there") if r[side]]
     emit({"run_id": run_id, "against": against, "against_run_id": reference.get("run_id"),
-          "summary": comparison_summary(compared), "environments": {"here": environments, "there": there},
+          "summary": summary, "environments": {"here": environments, "there": there},
           "rows": compared}, as_json, "\n".join(lines))
 
 

@@ -55,7 +55,6 @@ def write_readme_block(path: Path, table: str) -> None:
 
 
 # comparing two claim tables ---------------------------------------------------
-CHANGES = ("same", "measured", "verdict", "only here", "only there")
 _JUDGED = ("measured", "verdict", "rule")
 
 
