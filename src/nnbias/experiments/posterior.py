@@ -34,6 +34,7 @@ Each (width, method) cell is stored when done; a rerun skips it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,11 +226,9 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                 float(top_eigenvalue(prior.weights[layer][:n]).mean()), mp_edge(nets, layer))
                if layer < s.depth and nets.size else (math.nan,) * 3)
         if nets.size >= 2:
-            from dcor.homogeneity import energy_test  # imported here: dcor's numba import takes seconds
-
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample
-            test = energy_test(incoming(nets, layer), incoming(prior, layer)[:nets.size],
+            test = energy_test()(incoming(nets, layer), incoming(prior, layer)[:nets.size],
                                num_resamples=s.permutations,
                                random_state=chunk_seed(s.seed, width + layer) % 2**32)
             energy, p_value = 2 * float(test.statistic) / nets.size, float(test.pvalue)  # n m / (n + m) E
@@ -274,6 +273,16 @@ def fit_exponents(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "layer", "amplitude", "exponent", "ci95"])
 
 
+def energy_test() -> Callable[..., Any]:
+    """dcor's energy test, imported on first use (dcor compiles numba gufuncs at import: seconds).
+    Import it in one process before several do at once: numba's on-disk cache of gufuncs races
+    between processes that compile together (numba issue 10128) and can be left in a state that
+    aborts every later import of dcor (seen when two test processes collected at once)."""
+    from dcor.homogeneity import energy_test as test
+
+    return test
+
+
 def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = False,
                   executor=None) -> dict[str, Any]:
     """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
@@ -281,6 +290,8 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
+    if todo:
+        energy_test()  # compiled and cached here, before a local cluster's workers import it together
     run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),
               "posterior cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
