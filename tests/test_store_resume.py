@@ -134,6 +134,42 @@ def test_a_dask_worker_on_another_kind_of_machine_is_recorded_with_the_run(tmp_p
         cluster.close()
 
 
+def test_a_dask_worker_that_joins_mid_run_is_recorded_with_the_run_and_the_run_around_it(tmp_path):
+    """A worker of another kind (ATEN_CPU_CAPABILITY=default) joins after the run has started and the
+    only worker there was is retired, so it computes every unit: its machine is recorded with the
+    sampling run and with the open run that started it, neither with the run that finished before."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    executor = DaskExecutor(cluster.scheduler_address)
+    reported = executor.environments
+
+    def then_a_worker_joins(on_join=None):
+        found = reported(on_join)
+        first = list(executor.client.scheduler_info()["workers"])
+        cluster.new_spec["options"]["env"] = {"ATEN_CPU_CAPABILITY": "default"}
+        cluster.scale(2)
+        executor.client.wait_for_workers(2)
+        executor.client.retire_workers(first)
+        return found
+
+    try:
+        with Store(tmp_path / "s.duckdb") as st:
+            before = st.start_run("before", {}, 0, executor)
+            st.finish_run(before)
+            outer = st.start_run("outer", {}, 0, executor)
+            executor.environments = then_a_worker_joins
+            inner = run_sampling(st, SamplingConfig(SPEC, samples=2 * 1000, chunk_size=1000), executor,
+                                 quiet=True)
+            joined = {**environment(), "cpu_capability": "DEFAULT"}
+            assert st.environments([inner]) == [environment(), joined]
+            assert st.environments([outer]) == [environment(), joined]
+            assert st.environments([before]) == [environment()]
+    finally:
+        executor.close()
+        cluster.close()
+
+
 def test_store_errors(tmp_path):
     not_db = tmp_path / "notes.duckdb"
     not_db.write_text("this is not a database\n" * 100)

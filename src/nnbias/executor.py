@@ -30,14 +30,22 @@ def _single_threaded(fn: Callable[[int], Any], chunk: int) -> Any:
     return fn(chunk)
 
 
+def _on_worker(fn: Callable[[int], Any], chunk: int) -> tuple[str, Any]:
+    """A chunk on a Dask worker, with the worker's address: the one machine that computed it."""
+    from distributed import get_worker
+
+    return get_worker().address, _single_threaded(fn, chunk)
+
+
 class LocalExecutor:
     """Chunks on a pool of threads in this process (torch releases the GIL in its kernels)."""
 
     def __init__(self, workers: int | None = None):
         self.workers = check_int("workers", workers or os.cpu_count() or 1, minimum=1)
 
-    def environments(self) -> list[dict[str, str]]:
-        """None besides this process's own: its threads run every unit."""
+    def environments(self, on_join: Callable[[list[dict[str, str]]], None] | None = None
+                     ) -> list[dict[str, str]]:
+        """None besides this process's own: its threads run every unit, and none joins later."""
         return []
 
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
@@ -88,13 +96,32 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+        self._known: set[str] = set()  # addresses of the workers whose machines are reported
+        self._on_join: Callable[[list[dict[str, str]]], None] | None = None
 
-    def environments(self) -> list[dict[str, str]]:
+    def environments(self, on_join: Callable[[list[dict[str, str]]], None] | None = None
+                     ) -> list[dict[str, str]]:
         """The machine and software of every worker connected now, as each reports its own: on a
-        cluster of other machines they, not this process, compute the units (and set their last bits)."""
+        cluster of other machines they, not this process, compute the units (and set their last bits).
+        From now on, a worker that joins later is reported to ``on_join`` when its first unit comes
+        back (a worker that dies before it can answer goes unreported)."""
         from nnbias.provenance import environment
 
-        return list(self.client.run(environment).values())
+        found = self.client.run(environment)
+        self._known = set(found)
+        self._on_join = on_join
+        return list(found.values())
+
+    def _came_from(self, worker: str) -> None:
+        """Report ``worker``'s machine the first time one of its units comes back."""
+        from nnbias.provenance import environment
+
+        if worker in self._known:
+            return
+        self._known.add(worker)
+        found = self.client.run(environment, workers=[worker], on_error="ignore")
+        if self._on_join is not None and found:
+            self._on_join(list(found.values()))
 
     def map_unordered(self, fn: Callable[[int], Any], chunks: Iterable[int]) -> Iterator[tuple[int, Any]]:
         """Chunks in completion order. A worker that dies has its chunks redone on the others (Dask
@@ -119,17 +146,19 @@ class DaskExecutor:
         futures = as_completed()
         owner = {}
         for chunk in todo:
-            fut = self.client.submit(_single_threaded, fn, chunk, pure=False)
+            fut = self.client.submit(_on_worker, fn, chunk, pure=False)
             owner[fut.key] = chunk
             futures.add(fut)
             if futures.count() >= window:
                 break
         for fut in futures:
-            yield owner.pop(fut.key), fut.result()
+            worker, result = fut.result()
+            self._came_from(worker)
+            yield owner.pop(fut.key), result
             fut.release()
             chunk = next(todo, None)
             if chunk is not None:
-                nxt = self.client.submit(_single_threaded, fn, chunk, pure=False)
+                nxt = self.client.submit(_on_worker, fn, chunk, pure=False)
                 owner[nxt.key] = chunk
                 futures.add(nxt)
 

@@ -6,7 +6,7 @@ Tables (open the file with ``duckdb``, pandas or polars and query them):
   package version, status (running/done), start and end times.
 * ``run_sessions``: (run_id, started_at, environment JSON): every process that
   started or resumed a run, and each distinct machine among the Dask workers
-  connected then, with what it ran on (``provenance.environment``: CPU and its
+  connected then or joining later, with what it ran on (``provenance.environment``: CPU and its
   vector instructions, GPU, versions), since results agree bit for bit on one
   kind of machine, not across CPUs.
 * ``chunks``: (run_id, chunk, n_samples): the done-marks of finished chunks.
@@ -118,6 +118,7 @@ class Store:
             raise NNBiasError(f"store {str(self.path)!r} does not exist; run an experiment first")
         self._snapshot: str | None = None
         self._transactions = 0  # open transaction() blocks: only the outermost begins and commits
+        self._sessions: dict[str, set[str]] = {}  # runs open in this process -> machines recorded
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
@@ -175,22 +176,38 @@ class Store:
                   executor: LocalExecutor | DaskExecutor | None = None) -> str:
         """Create the run for (experiment, config) or reopen it to resume. A process that will work on
         it (not one that finds it done) is recorded with its machine in ``run_sessions``, and so is
-        each distinct machine among ``executor``'s workers connected now (Dask workers elsewhere)."""
+        each distinct machine among ``executor``'s workers: those connected now, and each that joins
+        later when its first unit comes back (Dask workers elsewhere)."""
         run_id = run_id_for(experiment, config)
         now = dt.datetime.now()
         status = self.run_status(run_id)
         if status == "done":
             return run_id
-        workers = executor.environments() if executor is not None else []
-        sessions = dict.fromkeys(json.dumps(e, sort_keys=True) for e in (environment(), *workers))
+        workers = [] if executor is None else executor.environments(on_join=self._joined)
         with self.transaction():
             if status is None:
                 self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
                                  [run_id, experiment, json.dumps(config, sort_keys=True), seed,
                                   __version__, now])
-            self.con.executemany("INSERT INTO run_sessions VALUES (?, ?, ?)",
-                                 [[run_id, now, e] for e in sessions])
+            self._sessions[run_id] = set()
+            self._record_sessions(run_id, [environment(), *workers], now)
         return run_id
+
+    def _record_sessions(self, run_id: str, environments: list[dict[str, str]], at: dt.datetime) -> None:
+        """Add the machines among ``environments`` not yet recorded for ``run_id`` by this process."""
+        new = [e for e in dict.fromkeys(json.dumps(e, sort_keys=True) for e in environments)
+               if e not in self._sessions[run_id]]
+        self._sessions[run_id].update(new)
+        if new:
+            self.con.executemany("INSERT INTO run_sessions VALUES (?, ?, ?)", [[run_id, at, e] for e in new])
+
+    def _joined(self, environments: list[dict[str, str]]) -> None:
+        """Workers that joined mid-run worked on every run this process has open: a run of an
+        experiment that started inner runs (sgd-vs-bayes and its P_SGD runs) rests on theirs."""
+        now = dt.datetime.now()
+        with self.transaction():
+            for run_id in self._sessions:
+                self._record_sessions(run_id, environments, now)
 
     def finish_run(self, run_id: str) -> None:
         """Mark the run done and, in the same transaction, sum its chunks' function counts into
@@ -203,6 +220,7 @@ class Store:
             self.con.execute("DELETE FROM chunk_function_counts WHERE run_id = ?", [run_id])
             self.con.execute("UPDATE runs SET status = 'done', ended_at = ? WHERE run_id = ? "
                              "AND status <> 'done'", [dt.datetime.now(), run_id])
+        self._sessions.pop(run_id, None)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
