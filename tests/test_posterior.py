@@ -92,6 +92,30 @@ def test_posterior_cells_fit_s_and_resume(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(first["cells"], again["cells"])
 
 
+def test_posterior_cells_on_two_dask_workers_are_the_cells_of_one_thread(tmp_path):
+    """The cells (energy tests included: dcor is warmed on one worker first) are the same bits
+    whichever process computed them, and so are the verdicts."""
+    from nnbias.executor import DaskExecutor
+
+    s = posterior.PosteriorSettings(widths=(8, 16), samples=40, prior_samples=80, permutations=20,
+                                    methods=("rejection", "sgd-mup"))
+
+    def cells(name, executor=None):
+        with Store(tmp_path / f"{name}.duckdb") as st:
+            result = posterior.run_posterior(st, s, tmp_path / name, quiet=True, executor=executor)
+        keys = ["width", "method", "layer"]
+        return result["cells"].sort_values(keys, ignore_index=True), result["claims"]
+
+    one = cells("one")
+    dask = DaskExecutor(workers=2)
+    try:
+        two = cells("two", dask)
+    finally:
+        dask.close()
+    pd.testing.assert_frame_equal(one[0], two[0])
+    assert one[1] == two[1]
+
+
 def _gains(exponent: dict[str, float], mup_at_widest: float = 0.0) -> pd.DataFrame:
     rows = []
     for method in ("rejection", "sgd-mup"):

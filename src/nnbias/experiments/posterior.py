@@ -50,7 +50,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import weighted_power_law
-from nnbias.executor import run_cells
+from nnbias.executor import DaskExecutor, run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures.features import kernel_distance, linear_cka
 from nnbias.report import figures
@@ -290,8 +290,10 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
-    if todo:
-        energy_test()  # compiled and cached here, before a local cluster's workers import it together
+    if todo:  # compiled and cached here and on one worker per host, before the others import it
+        energy_test()
+        if isinstance(executor, DaskExecutor):
+            executor.once_per_host(energy_test)
     run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),
               "posterior cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
