@@ -137,7 +137,8 @@ def test_report_and_claims_say_what_the_runs_were_computed_on(reproduced, tmp_pa
 
 def test_report_renders_in_a_real_browser(reproduced):
     """Headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run) opens the report:
-    every image decodes (naturalWidth > 0), the console has no errors, and a screenshot is taken."""
+    every image decodes (naturalWidth > 0), the console has no errors, a screenshot is taken, the page
+    fits a laptop screen's width and every table fits the printed page it goes on."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
@@ -160,9 +161,20 @@ def test_report_renders_in_a_real_browser(reproduced):
             "return Array.from(document.querySelectorAll('td.supported, td.contradicted, "
             "td.inconclusive, td.measured'), td => td.textContent)")
         assert browser.save_screenshot(str(out / "report.png"))
+        on_screen = browser.execute_script(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        browser.set_window_size(760, 2000)  # about a portrait page's printable width
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        printed = browser.execute_script(
+            "const body = document.body.clientWidth; return Array.from(document.querySelectorAll('table'),"
+            " t => [t.parentElement.classList.contains('landscape'), t.getBoundingClientRect().width, body])")
     finally:
         browser.quit()
     assert len(widths) == 23 and all(w > 0 for w in widths), widths
     assert errors == []
     assert len(verdicts) == len(reproduced[0]["claims"])  # every row's verdict cell is styled by its word
     assert (out / "report.png").stat().st_size > 20_000
+    assert on_screen[0] <= on_screen[1], on_screen  # a laptop screen: the page itself never scrolls sideways
+    portrait = [(w, body) for landscape, w, body in printed if not landscape]
+    assert portrait and all(w <= body for w, body in portrait), portrait  # printed: no table cut off
+    assert all(w <= 1000 for landscape, w, _ in printed if landscape)  # a landscape page's printable width

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nnbias.provenance import computed_on_lines
@@ -26,13 +27,18 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3} img{max-width:48%;margin:0.5%} code{font-size:0.9em}
+td.n{text-align:right;white-space:nowrap} td.long{word-break:break-all;min-width:12em}
+div.table{overflow-x:auto} div.table table{font-size:0.75em} @page landscape{size:landscape}
 .supported{color:#176d17;font-weight:bold} .contradicted{color:#a11;font-weight:bold}
 .inconclusive{color:#8a6d00;font-weight:bold} .measured{color:#555}
 td.rule{font-size:0.85em;color:#555} details{margin:0.3em 0} pre{font-size:0.8em;overflow-x:auto}
 @media print{body{max-width:none;margin:0} img{max-width:48%;page-break-inside:avoid}
+div.table{overflow-x:visible} div.table table{font-size:0.6em} div.table th{overflow-wrap:anywhere}
+div.table td,div.table th{padding:1px 3px} div.landscape{page:landscape} pre{white-space:pre-wrap}
 h2{page-break-before:always} h2#claims{page-break-before:avoid} details{display:block}
 nav{display:none}}
 """
+LANDSCAPE_COLUMNS = 9  # more than this many do not fit a portrait A4 page at the print size
 
 
 @dataclass
@@ -74,6 +80,33 @@ def claims_table(claims: list[dict[str, str]]) -> str:
     return f"<table><tr><th>claim</th><th>measured</th><th>verdict</th><th>rule</th></tr>{rows}</table>"
 
 
+def _cell(value: Any) -> str:
+    """What a table cell shows: floats to 4 significant digits (float32 too), nothing for a missing value."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return ""
+    return f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+
+
+def data_table(frame: pd.DataFrame) -> str:
+    """A result table that a laptop screen and a printed page can hold: headers break after their
+    underscores, numbers stay whole and right-aligned, long unbroken strings (truth tables) wrap, and
+    a table that is still too wide scrolls inside its own box instead of widening the page, and one of
+    many columns is printed on a landscape page."""
+    numeric = [pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in frame.dtypes]
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns)
+
+    def td(value: Any, is_number: bool) -> str:
+        text = _cell(value)
+        unbroken = len(text) > 24 and " " not in text
+        kind = ' class="n"' if is_number else ' class="long"' if unbroken else ""
+        return f"<td{kind}>{html.escape(text)}</td>"
+
+    rows = "".join("<tr>" + "".join(td(v, n) for v, n in zip(row, numeric, strict=True)) + "</tr>"
+                   for row in frame.itertuples(index=False, name=None))
+    box = "table landscape" if len(frame.columns) > LANDSCAPE_COLUMNS else "table"
+    return f'<div class="{box}"><table><tr>{head}</tr>{rows}</table></div>'
+
+
 def _runs_block(runs: dict[str, dict[str, Any]]) -> str:
     """Each run behind a section: its id, seed and full config (folded)."""
     return "".join(
@@ -103,8 +136,7 @@ def write_report(path: Path, title: str, claims: list[dict[str, str]], sections:
         parts.extend(_img(f) for f in s.figures)
         for caption, frame in s.tables:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
-            parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                       na_rep="", border=0))
+            parts.append(data_table(frame))
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
