@@ -15,11 +15,20 @@ from scipy import stats  # noqa: E402
 
 from nnbias.estimators.frequency import BoundFit, log_frequencies  # noqa: E402
 
+DENSE_POINTS = 5000  # a line or scatter with more points is rasterised in the PDF (else megabytes of vectors)
+
 
 def _save(fig, path: Path) -> Path:
+    """The PNG (for the report) and a PDF beside it (vector, for a paper): the PDF carries no
+    creation date, so a rerun writes the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    for ax in fig.axes:
+        for artist in [*ax.lines, *ax.collections]:
+            points = len(artist.get_xdata()) if hasattr(artist, "get_xdata") else len(artist.get_offsets())
+            artist.set_rasterized(points > DENSE_POINTS)
+    fig.savefig(path.with_suffix(".pdf"), dpi=300, metadata={"CreationDate": None})
     plt.close(fig)
     return path
 

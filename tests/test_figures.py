@@ -1,0 +1,24 @@
+"""Figures: a PNG for the report and a PDF beside it for a paper, the same bytes on a rerun."""
+
+import numpy as np
+
+from nnbias.report import figures
+
+
+def _rank_frequency(tmp_path, name, functions):
+    counts = np.random.default_rng(0).integers(1, 1000, functions)
+    return figures.rank_frequency(counts, int(counts.sum()), "7-40-40-1", tmp_path / f"{name}.png")
+
+
+def test_each_figure_has_a_reproducible_pdf_beside_its_png(tmp_path):
+    png = _rank_frequency(tmp_path, "a", 100)
+    again = _rank_frequency(tmp_path, "b", 100)
+    pdf = png.with_suffix(".pdf").read_bytes()
+    assert png.read_bytes()[:4] == b"\x89PNG" and pdf[:5] == b"%PDF-"
+    assert pdf == again.with_suffix(".pdf").read_bytes()  # no creation date inside
+    assert b"/Subtype /Image" not in pdf  # 100 points stay vectors
+
+
+def test_a_dense_scatter_is_rasterised_in_the_pdf(tmp_path):
+    pdf = _rank_frequency(tmp_path, "dense", 4 * figures.DENSE_POINTS).with_suffix(".pdf").read_bytes()
+    assert b"/Subtype /Image" in pdf and len(pdf) < 200_000
