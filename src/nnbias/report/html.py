@@ -38,7 +38,7 @@ div.table td,div.table th{padding:1px 3px} div.landscape{page:landscape} pre{whi
 h2{page-break-before:always} h2#claims{page-break-before:avoid} details{display:block}
 nav{display:none}}
 """
-LANDSCAPE_COLUMNS = 9  # more than this many do not fit a portrait A4 page at the print size
+LANDSCAPE_COLUMNS = 9  # a table of more columns does not fit a portrait page at the print size
 
 
 @dataclass
@@ -89,8 +89,8 @@ def _cell(value: Any) -> str:
 
 def data_table(frame: pd.DataFrame) -> str:
     """A result table that a laptop screen and a printed page can hold: headers break after their
-    underscores, numbers stay whole and right-aligned, long unbroken strings (truth tables) wrap, and
-    a table that is still too wide scrolls inside its own box instead of widening the page, and one of
+    underscores, numbers stay whole and right-aligned and long unbroken strings (truth tables) wrap.
+    A table still too wide for the screen scrolls in its own box instead of widening the page; one of
     many columns is printed on a landscape page."""
     numeric = [pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in frame.dtypes]
     head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns)
