@@ -33,8 +33,9 @@ div.table{overflow-x:auto} div.table table{font-size:0.75em} @page landscape{siz
 .inconclusive{color:#8a6d00;font-weight:bold} .measured{color:#555}
 td.rule{font-size:0.85em;color:#555} details{margin:0.3em 0} pre{font-size:0.8em;overflow-x:auto}
 @media print{body{max-width:none;margin:0} img{max-width:48%;page-break-inside:avoid}
-div.table{overflow-x:visible} div.table table{font-size:0.6em} div.table th{overflow-wrap:anywhere}
-div.table td,div.table th{padding:1px 3px} div.landscape{page:landscape} pre{white-space:pre-wrap}
+div.table{overflow-x:visible} div.table table{font-size:0.6em}
+div.table td,div.table th{padding:1px 3px} pre{white-space:pre-wrap}
+div.landscape{page:landscape} div.landscape table{font-size:0.55em}
 h2{page-break-before:always} h2#claims{page-break-before:avoid} details{display:block}
 nav{display:none}}
 """
