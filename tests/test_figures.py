@@ -22,3 +22,15 @@ def test_each_figure_has_a_reproducible_pdf_beside_its_png(tmp_path):
 def test_a_dense_scatter_is_rasterised_in_the_pdf(tmp_path):
     pdf = _rank_frequency(tmp_path, "dense", 4 * figures.DENSE_POINTS).with_suffix(".pdf").read_bytes()
     assert b"/Subtype /Image" in pdf and len(pdf) < 200_000
+
+
+def test_a_panel_with_nothing_to_plot_says_so(tmp_path, monkeypatch):
+    """bool7-random: no prior sample fits S, so the rejection panel would be empty axes."""
+    import pandas as pd
+
+    texts = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: texts.extend(
+        [t.get_text() for ax in fig.axes for t in ax.texts]) or path)
+    table = pd.DataFrame({"log_pb_ep": [-1.0, -2.0], "rejection": [0, 0], "sgd-b8": [5, 3]})
+    figures.sgd_vs_bayes(table, ["sgd-b8"], 2, "bool7-random", tmp_path / "f.png")
+    assert texts == ["no function seen >= 2 times\nby a method and by this P_B"]  # the EP panel has points

@@ -204,6 +204,10 @@ def sgd_vs_bayes(table, methods: list[str], min_count: int, label: str, path: Pa
         if np.isfinite(lo):
             ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="P_SGD = P_B")
             ax.legend(fontsize=7)
+        else:  # e.g. no prior sample fitted S: say so instead of leaving empty axes
+            ax.text(0.5, 0.5, f"no function seen >= {min_count} times\nby a method and by this P_B",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="grey")
+            ax.set(xticks=[], yticks=[])
         ax.set(xlabel=xlabel, ylabel="log P_SGD(f|S)")
     fig.suptitle(f"{label}\nfunctions seen >= {min_count} times", fontsize=9)
     return _save(fig, path)
