@@ -161,6 +161,9 @@ def test_report_renders_in_a_real_browser(reproduced):
             "return Array.from(document.querySelectorAll('td.supported, td.contradicted, "
             "td.inconclusive, td.measured'), td => td.textContent)")
         assert browser.save_screenshot(str(out / "report.png"))
+        shown = browser.execute_script(  # displayed width / the PNG's, for images narrower than the page
+            "return Array.from(document.images).filter(i => i.width < document.body.clientWidth - 40)"
+            ".map(i => i.width / i.naturalWidth)")
         on_screen = browser.execute_script(
             "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         browser.set_window_size(740, 2000)
@@ -174,6 +177,7 @@ def test_report_renders_in_a_real_browser(reproduced):
     assert errors == []
     assert len(verdicts) == len(reproduced[0]["claims"])  # every row's verdict cell is styled by its word
     assert (out / "report.png").stat().st_size > 20_000
+    assert len(shown) > 12 and max(shown) - min(shown) < 0.01, shown  # every panel drawn at one scale
     assert on_screen[0] <= on_screen[1], on_screen  # a laptop screen: the page itself never scrolls sideways
     # printed, no table is cut off: the printable width at Chrome's 0.4 in margins, 96 px per inch, is
     # 717 px on a portrait A4 page and 979 px on a landscape Letter page (the narrower of the two papers)

@@ -26,13 +26,14 @@ STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f3f3f3} img{max-width:48%;margin:0.5%} code{font-size:0.9em}
+th{background:#f3f3f3} code{font-size:0.9em}
+img{width:calc(var(--w) * 0.7);max-width:100%;height:auto;margin:0.5%}
 td.n{text-align:right;white-space:nowrap} td.long{word-break:break-all;min-width:12em}
 div.table{overflow-x:auto} div.table table{font-size:0.75em} @page landscape{size:landscape}
 .supported{color:#176d17;font-weight:bold} .contradicted{color:#a11;font-weight:bold}
 .inconclusive{color:#8a6d00;font-weight:bold} .measured{color:#555}
 td.rule{font-size:0.85em;color:#555} details{margin:0.3em 0} pre{font-size:0.8em;overflow-x:auto}
-@media print{body{max-width:none;margin:0} img{max-width:48%;page-break-inside:avoid}
+@media print{body{max-width:none;margin:0} img{width:calc(var(--w) * 0.52);page-break-inside:avoid}
 div.table{overflow-x:visible} div.table table{font-size:0.6em}
 div.table td,div.table th{padding:1px 3px} pre{white-space:pre-wrap}
 div.landscape{page:landscape} div.landscape table{font-size:0.55em}
@@ -56,8 +57,12 @@ def _png(figure: Path | tuple[str, bytes]) -> tuple[str, bytes]:
 
 
 def _img(figure: Path | tuple[str, bytes]) -> str:
+    """The figure at a fixed fraction of its own size (``--w``: its width in pixels, from the PNG
+    header), so that a panel looks the same size in a one-panel and a four-panel figure."""
     name, png = _png(figure)
-    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    width = int.from_bytes(png[16:20], "big")
+    return (f'<img alt="{html.escape(name)}" style="--w:{width}px" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
 def computed_on(store: Any, run_id: str) -> list[dict[str, str]]:
