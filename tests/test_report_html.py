@@ -1,9 +1,12 @@
-"""Report tables as the page shows them (the browser test checks that they fit the screen and the page)."""
+"""Report tables as the page shows them (the browser test checks that they fit the screen and the page),
+and the report's figure files as the store keeps them."""
 
+import duckdb
 import numpy as np
 import pandas as pd
 
-from nnbias.report.html import LANDSCAPE_COLUMNS, data_table
+from nnbias.report.html import LANDSCAPE_COLUMNS, Section, data_table, store_sections, write_stored_figures
+from nnbias.store import Store
 
 
 def test_a_table_shows_numbers_to_four_digits_and_marks_what_may_wrap():
@@ -21,3 +24,30 @@ def test_a_table_of_many_columns_goes_on_a_landscape_page():
     wide = pd.DataFrame({f"c{i}": [i] for i in range(LANDSCAPE_COLUMNS + 1)})
     assert 'class="table landscape"' in data_table(wide)
     assert "landscape" not in data_table(wide.iloc[:, :LANDSCAPE_COLUMNS])
+
+
+def test_figure_files_come_back_from_the_store_where_they_were(tmp_path):
+    report = tmp_path / "report"
+    figure = report / "pfmap" / "rank.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"\x89PNG" + bytes(12) + (640).to_bytes(4, "big"))
+    figure.with_suffix(".pdf").write_bytes(b"%PDF-1.4 vector")
+    with Store(tmp_path / "s.duckdb") as store:
+        store_sections(store, "run-a", [Section("P(f)", figures=[figure])], report)
+        written = write_stored_figures(store, "run-a", tmp_path / "rebuilt")
+    assert sorted(p.relative_to(tmp_path / "rebuilt").as_posix() for p in written) == ["pfmap/rank.pdf",
+                                                                                      "pfmap/rank.png"]
+    assert [p.read_bytes() for p in sorted(written)] == [b"%PDF-1.4 vector", figure.read_bytes()]
+
+
+def test_a_store_written_before_pdfs_were_kept_still_gives_its_pngs(tmp_path):
+    """Such a store's report_figures has no file and pdf columns; opening it for writing adds them."""
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("CREATE TABLE report_figures AS SELECT 0::BIGINT AS section, 0::BIGINT AS position, "
+                "'rank' AS name, '\\x89PNG'::BLOB AS png, 'run-a' AS run_id")
+    con.close()
+    with Store(tmp_path / "old.duckdb") as store:
+        written = write_stored_figures(store, "run-a", tmp_path / "rebuilt")
+        columns = {c for c, *_ in store.con.execute("DESCRIBE report_figures").fetchall()}
+    assert [p.name for p in written] == ["rank.png"] and written[0].read_bytes() == b"\x89PNG"
+    assert {"file", "pdf"} <= columns

@@ -1,6 +1,7 @@
 import html
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -83,24 +84,29 @@ def test_reproduce_writes_a_self_contained_report(reproduced):
 
 
 def test_report_is_rebuilt_from_the_store_alone(reproduced, tmp_path):
-    """`nnbias report` writes the same claims, figures and tables from the store, without the figure
-    files and without rerunning anything."""
+    """`nnbias report` writes the same claims, figures and tables from the store, and the same figure
+    files (PNG and PDF, where reproduce put them), without the figure files and without rerunning anything."""
+    import json
     import subprocess
     import sys
 
     result, _, _, out = reproduced
     original = (out / "report.html").read_text()
-    for png in out.rglob("*.png"):  # the rebuild must not read them
-        png.rename(png.with_suffix(".bak"))
+    hidden = [*out.rglob("*.png"), *out.rglob("*.pdf")]
+    for figure in hidden:  # the rebuild must not read them
+        figure.rename(figure.with_name(figure.name + ".bak"))
     try:
         r = subprocess.run([sys.executable, "-m", "nnbias", "report", "--store", str(out.parent / "s.duckdb"),
                             "--out", str(tmp_path / "rebuilt"), "--json"], capture_output=True, text=True,
                            timeout=300)
     finally:
-        for bak in out.rglob("*.bak"):
-            bak.rename(bak.with_suffix(".png"))
+        for figure in hidden:
+            figure.with_name(figure.name + ".bak").rename(figure)
     assert r.returncode == 0, r.stderr
     rebuilt = (tmp_path / "rebuilt" / "report.html").read_text()
+    files = [Path(f).relative_to(tmp_path / "rebuilt") for f in json.loads(r.stdout)["figures"]]
+    assert sorted(f.suffix for f in files) == [".pdf"] * 23 + [".png"] * 23  # each figure of the page, twice
+    assert all((tmp_path / "rebuilt" / f).read_bytes() == (out / f).read_bytes() for f in files)
 
     def body(page: str) -> str:  # everything after the header line that carries the time of writing
         return page[page.index('<h2 id="claims">'):]

@@ -382,9 +382,10 @@ def report(
     store: Path = STORE,
     as_json: bool = JSON,
 ) -> None:
-    """Rebuild the HTML report of a reproduce run from the store alone (nothing is rerun)."""
+    """Rebuild the HTML report of a reproduce run, and its figures (PNG and PDF), from the store
+    alone (nothing is rerun)."""
     from nnbias.experiments.reproduce import TITLE
-    from nnbias.report.html import computed_on, stored_sections, write_report
+    from nnbias.report.html import computed_on, stored_sections, write_report, write_stored_figures
     from nnbias.store import Store
 
     with Store(store, read_only=True) as st:
@@ -395,10 +396,12 @@ def report(
         _known_run(st, run_id)
         sections, judged = stored_sections(st, run_id), st.claims(run_id)
         path, environments = st.path, computed_on(st, run_id)
-    if not sections:
-        raise NNBiasError(f"run={run_id!r} has no stored report (only reproduce runs have one)")
+        if not sections:
+            raise NNBiasError(f"run={run_id!r} has no stored report (only reproduce runs have one)")
+        figures = write_stored_figures(st, run_id, out)
     written = write_report(out / "report.html", TITLE, judged, sections, path, environments)
-    emit({"run_id": run_id, "report": str(written)}, as_json, f"report: {written}")
+    emit({"run_id": run_id, "report": str(written), "figures": [str(f) for f in figures]}, as_json,
+         f"report: {written} ({len(figures)} figure files)")
 
 
 @app.command()

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS function_complexity (
     truth_table VARCHAR PRIMARY KEY, lz DOUBLE, entropy DOUBLE, csr DOUBLE,
     generalisation DOUBLE, expression_size INTEGER);
 ALTER TABLE function_complexity ADD COLUMN IF NOT EXISTS version INTEGER;
+CREATE TABLE IF NOT EXISTS report_figures (
+    section BIGINT, position BIGINT, name VARCHAR, png BLOB, run_id VARCHAR, file VARCHAR, pdf BLOB);
+ALTER TABLE report_figures ADD COLUMN IF NOT EXISTS file VARCHAR;
+ALTER TABLE report_figures ADD COLUMN IF NOT EXISTS pdf BLOB;
 """
 
 

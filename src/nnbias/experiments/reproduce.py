@@ -280,7 +280,7 @@ def reproduce(store: Store, out: Path, settings: PfmapSettings, executor=None, q
     run_id = store.start_run("reproduce", {name: r["run_id"] for name, (r, _) in parts.items()},
                              settings.sampling.seed)
     store.save_claims(run_id, claims)
-    store_sections(store, run_id, sections)
+    store_sections(store, run_id, sections, out)
     store.finish_run(run_id)
     report = write_report(out / "report.html", TITLE, claims, sections, store.path,
                           computed_on(store, run_id))

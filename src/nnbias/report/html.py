@@ -161,9 +161,23 @@ def _json_frame(text: str) -> pd.DataFrame:
     return pd.DataFrame(d["data"], columns=d["columns"])
 
 
-def store_sections(store: Any, run_id: str, sections: list[Section]) -> None:
+def _figure_row(figure: Path | tuple[str, bytes], root: Path) -> dict[str, Any]:
+    """A figure as stored: its PNG, the PDF written beside it (if any) and its file under the
+    report folder, so that ``nnbias report`` puts both back where ``reproduce`` wrote them."""
+    name, png = _png(figure)
+    if isinstance(figure, tuple):
+        return {"name": name, "png": png, "file": f"{name}.png", "pdf": None}
+    figure = Path(figure)
+    pdf = figure.with_suffix(".pdf")
+    file = figure.relative_to(root) if figure.is_relative_to(root) else Path(figure.name)
+    return {"name": name, "png": png, "file": file.as_posix(),
+            "pdf": pdf.read_bytes() if pdf.exists() else None}
+
+
+def store_sections(store: Any, run_id: str, sections: list[Section], root: Path) -> None:
     """Keep a report's sections in the store (``report_sections``, ``report_tables``,
-    ``report_figures``), replacing those stored before for ``run_id``."""
+    ``report_figures``), replacing those stored before for ``run_id``; figures' files are kept
+    relative to ``root``, the report's folder."""
     rows, tables, figures = [], [], []
     for i, s in enumerate(sections):
         rows.append({"section": i, "title": s.title, "text": s.text,
@@ -171,8 +185,7 @@ def store_sections(store: Any, run_id: str, sections: list[Section]) -> None:
         tables += [{"section": i, "position": j, "caption": caption,
                     "frame": _frame_json(frame)}
                    for j, (caption, frame) in enumerate(s.tables)]
-        figures += [{"section": i, "position": j, "name": name, "png": png}
-                    for j, (name, png) in enumerate(map(_png, s.figures))]
+        figures += [{"section": i, "position": j, **_figure_row(f, root)} for j, f in enumerate(s.figures)]
     for name, frame in (("report_sections", rows), ("report_tables", tables), ("report_figures", figures)):
         store.replace_table(name, run_id, pd.DataFrame(frame))
 
@@ -189,3 +202,18 @@ def stored_sections(store: Any, run_id: str) -> list[Section]:
                            [(x.caption, _json_frame(x.frame)) for x in t.itertuples()],
                            [(x.name, bytes(x.png)) for x in f.itertuples()], json.loads(r.runs)))
     return out
+
+
+def write_stored_figures(store: Any, run_id: str, out: Path) -> list[Path]:
+    """Write the figures ``store_sections`` kept for ``run_id`` under ``out`` as ``reproduce`` laid
+    them out: each PNG and the PDF beside it (stores written before PDFs were kept hold PNGs only)."""
+    figures = store.table("report_figures", run_id)
+    written = []
+    for row in figures.to_dict("records"):
+        file = out / (row["file"] if isinstance(row.get("file"), str) else f"{row['name']}.png")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        for path, data in ((file, row["png"]), (file.with_suffix(".pdf"), row.get("pdf"))):
+            if isinstance(data, bytes | bytearray | memoryview):
+                path.write_bytes(bytes(data))
+                written.append(path)
+    return written
