@@ -4,7 +4,9 @@ and the report's figure files as the store keeps them."""
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
+from nnbias.errors import NNBiasError
 from nnbias.report.html import LANDSCAPE_COLUMNS, Section, data_table, store_sections, write_stored_figures
 from nnbias.store import Store
 
@@ -51,3 +53,13 @@ def test_a_store_written_before_pdfs_were_kept_still_gives_its_pngs(tmp_path):
         columns = {c for c, *_ in store.con.execute("DESCRIBE report_figures").fetchall()}
     assert [p.name for p in written] == ["rank.png"] and written[0].read_bytes() == b"\x89PNG"
     assert {"file", "pdf"} <= columns
+
+
+@pytest.mark.parametrize("file", ["/tmp/elsewhere.png", "../outside.png", "pfmap/../../outside.png"])
+def test_a_stored_figure_path_that_leads_out_of_the_report_folder_is_refused(tmp_path, file):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.replace_table("report_figures", "run-a", pd.DataFrame(
+            [{"section": 0, "position": 0, "name": "rank", "png": b"\x89PNG", "file": file, "pdf": None}]))
+        with pytest.raises(NNBiasError, match="is not allowed; expected a path inside"):
+            write_stored_figures(store, "run-a", tmp_path / "rebuilt")
+    assert not (tmp_path / "outside.png").exists() and not (tmp_path / "rebuilt").exists()

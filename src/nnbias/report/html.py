@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nnbias.errors import NNBiasError
 from nnbias.provenance import computed_on_lines
 
 STYLE = """
@@ -206,11 +207,17 @@ def stored_sections(store: Any, run_id: str) -> list[Section]:
 
 def write_stored_figures(store: Any, run_id: str, out: Path) -> list[Path]:
     """Write the figures ``store_sections`` kept for ``run_id`` under ``out`` as ``reproduce`` laid
-    them out: each PNG and the PDF beside it (stores written before PDFs were kept hold PNGs only)."""
+    them out: each PNG and the PDF beside it (stores written before PDFs were kept hold PNGs only).
+    A stored path that leads out of ``out`` is refused: a store is data, not a licence to write
+    anywhere."""
     figures = store.table("report_figures", run_id)
     written = []
     for row in figures.to_dict("records"):
-        file = out / (row["file"] if isinstance(row.get("file"), str) else f"{row['name']}.png")
+        relative = Path(row["file"] if isinstance(row.get("file"), str) else f"{row['name']}.png")
+        if relative.is_absolute() or ".." in relative.parts:
+            raise NNBiasError(f"report_figures.file={relative.as_posix()!r} of run={run_id!r} is not "
+                              "allowed; expected a path inside the report folder")
+        file = out / relative
         file.parent.mkdir(parents=True, exist_ok=True)
         for path, data in ((file, row["png"]), (file.with_suffix(".pdf"), row.get("pdf"))):
             if isinstance(data, bytes | bytearray | memoryview):
