@@ -14,6 +14,8 @@ from nnbias.engines.empirical import (
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn, adaptive_expectation, default_block, dual_fn
 from nnbias.errors import NNBiasError
+from nnbias.estimators.scaling import proportional
+from nnbias.experiments import kernels
 from nnbias.spec import NetworkSpec
 
 X = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -153,6 +155,21 @@ def test_ntk_fluctuations_grow_with_depth_over_width():
             betas.append(depth / width)
     assert stats.spearmanr(betas, ratios)[0] > 0.8
     assert max(ratios) > 1.5 and min(ratios) < 1.2
+
+
+def test_the_forward_pass_fluctuates_as_its_closed_form_and_a_wrong_law_is_rejected():
+    """E[q^2]/E[q]^2 of ||h_L||^2 over sampled networks against (1 + 5/width)^depth; the same fit
+    against (1 + 3/width)^depth (one hidden layer's NTK rate, below) is far from 1."""
+    s = kernels.KernelsSettings(fluctuation_depths=(1, 4), fluctuation_widths=(8, 32),
+                                fluctuation_networks=4000)
+    table = kernels.ntk_fluctuations(s)
+    k, half = proportional(np.log(table["forward_exact"]), np.log(table["forward_ratio"]))
+    assert abs(k - 1) < 0.1 and half < 0.15
+    wrong_law = (1 + 3 / table["width"]) ** table["depth"]
+    wrong, _ = proportional(np.log(wrong_law), np.log(table["forward_ratio"]))
+    assert wrong > 1.4
+    one_layer = table[table["depth"] == 1]  # the NTK of one hidden layer sums two equal-mean layers: 1 + 3/n
+    assert np.allclose(one_layer["ntk_ratio"], 1 + 3 / one_layer["width"], rtol=0.05)
 
 
 def test_empirical_ntk_strategies_and_a_per_sample_loop_agree():

@@ -165,11 +165,17 @@ def test_theorem_claim_can_be_contradicted_and_inconclusive():
     assert pfmap.theorem_claim(_theorem(half, "pm1"), pm1)["verdict"] == C
 
 
-def _fluct(rate: float, noise: float, seed: int = 0) -> pd.DataFrame:
+def _fluct(rate: float, noise: float, seed: int = 0, forward: float = 1.0) -> pd.DataFrame:
+    """Fluctuation cells whose NTK grows as exp(rate beta) and whose forward pass as its closed form
+    to the power ``forward``, each with log-normal noise."""
     rng = np.random.default_rng(seed)
-    beta = np.array([d / w for d in (1, 2, 4, 8) for w in (16, 32, 64, 128)])
-    return pd.DataFrame({"beta": beta, "ratio": np.exp(rate * beta + rng.normal(0, noise, len(beta))),
-                         "hanin_nica": np.exp(5 * beta)})
+    grid = np.meshgrid([1.0, 2.0, 4.0, 8.0], [16.0, 32.0, 64.0, 128.0], indexing="ij")
+    depth, width = (a.ravel() for a in grid)
+    beta, exact = depth / width, (1 + 5 / width) ** depth
+    return pd.DataFrame({"depth": depth, "width": width, "beta": beta,
+                         "ntk_ratio": np.exp(rate * beta + rng.normal(0, noise, len(beta))),
+                         "forward_ratio": np.exp(forward * np.log(exact) + rng.normal(0, noise, len(beta))),
+                         "forward_exact": exact, "hanin_nica": np.exp(5 * beta)})
 
 
 def _conv() -> pd.DataFrame:
@@ -179,13 +185,13 @@ def _conv() -> pd.DataFrame:
 def test_kernel_claims_can_be_contradicted_and_inconclusive():
     empty = pd.DataFrame(columns=["task", "model", "width", "score", "score_sd", "metric"])
     good = kernels.kernel_claims(empty, v.Interval.around(-0.5, 0.05), _conv(), _fluct(5.0, 0.01))
-    assert _words(good) == [S, S, S]
-    bad = kernels.kernel_claims(empty, v.Interval.around(-1.0, 0.05), _conv(), _fluct(3.3, 0.01))
-    assert _words(bad) == [C, S, C]  # grows with beta, but at exp(3.3 beta), not exp(5 beta)
+    assert _words(good) == [S, S, S, S]
+    bad = kernels.kernel_claims(empty, v.Interval.around(-1.0, 0.05), _conv(), _fluct(3.3, 0.01, forward=0.6))
+    assert _words(bad) == [C, S, C, C]  # grows, but at exp(3.3 beta); the forward pass at 0.6 of its law
     shrinking = kernels.kernel_claims(empty, v.Interval.around(-0.5, 0.6), _conv(), _fluct(-2.0, 0.01))
     assert _words(shrinking)[:2] == [U, C]
     noisy = kernels.kernel_claims(empty, v.Interval.around(-0.5, 0.05), _conv(), _fluct(5.0, 0.5))
-    assert _words(noisy)[2] == U
+    assert _words(noisy)[2:] == [U, U]
 
 
 def test_feature_claims_can_be_contradicted_and_inconclusive():

@@ -170,16 +170,23 @@ def ntk_convergence(conv, slope: float, intercept: float, path: Path) -> Path:
 
 
 def ntk_fluctuations(fluct, path: Path) -> Path:
-    """E[Theta^2]/E[Theta]^2 at initialisation against beta = depth/width, with exp(5 beta)."""
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for depth, rows in fluct.groupby("depth"):
-        ax.plot(rows["beta"], rows["ratio"], "o", label=f"depth {depth}")
+    """E[Theta^2]/E[Theta]^2 at initialisation against beta = depth/width, with exp(5 beta), beside the
+    forward pass's E[q^2]/E[q]^2 on the same networks and its closed form (1 + 5/width)^depth."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     b = np.linspace(0, fluct["beta"].max(), 50)
-    ax.plot(b, np.exp(5 * b), "k--", label="exp(5 beta) (Hanin & Nica)")
-    ax.set_yscale("log")
-    ax.set(xlabel="beta = depth / width", ylabel="E[Theta(x,x)^2] / E[Theta(x,x)]^2",
-           title="NTK fluctuations at initialisation")
-    ax.legend(fontsize=8)
+    panels = (("ntk_ratio", "E[Theta(x,x)^2] / E[Theta(x,x)]^2", "NTK fluctuations at initialisation"),
+              ("forward_ratio", "E[q^2] / E[q]^2", "Forward pass, q = ||h_L||^2"))
+    for ax, (column, ylabel, title) in zip(axes, panels, strict=True):
+        for depth, rows in fluct.groupby("depth"):
+            line, = ax.plot(rows["beta"], rows[column], "o", label=f"depth {depth}")
+            if column == "forward_ratio":
+                order = rows.sort_values("beta")
+                ax.plot(order["beta"], order["forward_exact"], "_", ms=12, color=line.get_color())
+        ax.plot(b, np.exp(5 * b), "k--", label="exp(5 beta) (Hanin & Nica)")
+        ax.set_yscale("log")
+        ax.set(xlabel="beta = depth / width", ylabel=ylabel, title=title)
+    axes[1].plot([], [], "k_", ms=12, label="(1 + 5/width)^depth, exact")
+    axes[1].legend(fontsize=8)
     return _save(fig, path)
 
 
