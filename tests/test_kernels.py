@@ -162,7 +162,7 @@ def test_the_forward_pass_fluctuates_as_its_closed_form_and_a_wrong_law_is_rejec
     against (1 + 3/width)^depth (one hidden layer's NTK rate, below) is far from 1."""
     s = kernels.KernelsSettings(fluctuation_depths=(1, 4), fluctuation_widths=(8, 32),
                                 fluctuation_networks=4000)
-    table = kernels.ntk_fluctuations(s)
+    table = kernels.init_fluctuations(s)
     k, half = proportional(np.log(table["forward_exact"]), np.log(table["forward_ratio"]))
     assert abs(k - 1) < 0.1 and half < 0.15
     wrong_law = (1 + 3 / table["width"]) ** table["depth"]

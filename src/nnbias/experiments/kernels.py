@@ -157,7 +157,7 @@ def forward_fluctuation(depth: int, width: int) -> float:
     return (1 + 5 / width) ** depth
 
 
-def ntk_fluctuations(s: KernelsSettings) -> pd.DataFrame:
+def init_fluctuations(s: KernelsSettings) -> pd.DataFrame:
     """E[Theta(x,x)^2] / E[Theta(x,x)]^2 over networks at initialisation, against beta = depth/width,
     and on the same networks E[q^2]/E[q]^2 of the forward pass, against its closed form."""
     x = torch.ones(1, 8, dtype=torch.float64, device=s.device)
@@ -187,7 +187,7 @@ def _kernels_work(table: str, name: str, s: KernelsSettings) -> pd.DataFrame:
     sweep (``name`` empty)."""
     if table == "kernels_results":
         return task_cells(name, load_task(name, s.seed).to(s.device), s, list(s.widths))
-    return (ntk_convergence if table == "kernels_convergence" else ntk_fluctuations)(s)
+    return (ntk_convergence if table == "kernels_convergence" else init_fluctuations)(s)
 
 
 def run_kernels(store: Store, s: KernelsSettings, out: Path, quiet: bool = False,
