@@ -129,6 +129,14 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["kernel", "--x", "X.npy", "--out", "."], "out='.'"),
     (["kernel", "--x", "EMPTY.npy", "--out", "K.npy"], "N, d >= 1"),
     (["kernel", "--x", "COMPLEX.npy", "--out", "K.npy"], "expected a real"),
+    (["kernel", "--x", "AFILE", "--out", "K.npy"], "is not a .npy array"),
+    (["kernel", "--x", "EMPTYFILE", "--out", "K.npy"], "is not a .npy array"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--width", "10"], "--width applies to the standard"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--sigma-w", "1e30", "--depth", "2", "--dtype", "float32"],
+     "overflows float32 at sigma_w=1e+30"),
+    (["kernel", "--x", "X.npy", "--out", "K.npy", "--sigma-w", "1e200"], "overflows float64"),
+    (["gap", "--curve-sizes", "50,1e7"], "curve size=10000000 is not allowed: its 10000000 x 10000000 Gram"),
+    (["transfer", "--sizes", "16,64,1e8"], "n_B=100000000 is not allowed"),
     (["posterior", "--widths", "8,x"], "widths='8,x'"),
     (["posterior", "--methods", "mcmc"], "method='mcmc'"),
     (["posterior", "--temperature", "0.1"], "applies to the langevin method only"),
@@ -169,7 +177,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, 
                         ("COMPLEX", np.ones((3, 2)) * 1j)):
         np.save(tmp_path / f"{name}.npy", array)
     (tmp_path / "AFILE").write_text("a file, not a folder")
-    files = {"NOTDB", "X.npy", "EMPTY.npy", "COMPLEX.npy", "AFILE"}
+    (tmp_path / "EMPTYFILE").write_text("")
+    files = {"NOTDB", "X.npy", "EMPTY.npy", "COMPLEX.npy", "AFILE", "EMPTYFILE"}
     args = [str(tmp_path / a) if a.split("/")[0] in files else a for a in args]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NNBIAS_STORE", str(tmp_path / "store.duckdb"))
@@ -181,6 +190,34 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "store.duckdb").exists()  # nothing written half-way
+
+
+@pytest.mark.parametrize("args, needle", [
+    # the buffer of the networks is asked for before it is allocated (int64 overflow in torch else)
+    (["gibbs", "--draws", "1e40"], "1e+40 networks of 5-4-1"),
+    (["inside", "--networks", "100000000000", "--widths", "64"], "100000000000 networks of 16-64-1"),
+    # an allocation nothing checks beforehand: the allocator's own refusal, in one line
+    (["routes", "--readouts", str(10**12), "--widths", "2", "--samples", "10"], "out of memory: "),
+    # found in the benchmark's spawned child, reported by the parent
+    (["bench", "kernels", "--n", "1e6"], "case 'analytic' at n=1000000 failed: inputs=1000000 "),
+])
+def test_a_count_beyond_memory_is_one_line_and_leaves_no_run(tmp_path, args, needle, monkeypatch, capsys):
+    """These fail only once a run has started (the count is fine until memory is asked for): the
+    error is one line, and the run, with nothing in it to resume, is not left `running` in the store."""
+    from nnbias import cli
+    from nnbias.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NNBIAS_STORE", str(tmp_path / "store.duckdb"))
+    quiet = ["--quiet"] if args[0] != "bench" else []
+    monkeypatch.setattr(sys, "argv", ["nnbias", *args, "--json", *quiet])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1 and needle in lines[0], lines
+    if args[0] != "bench":  # a run was started, then forgotten
+        with Store(tmp_path / "store.duckdb", read_only=True) as st:
+            assert st.runs().empty and st.table("run_sessions", "any").empty
 
 
 def test_a_busy_store_is_read_from_a_snapshot_and_refused_to_a_second_writer(tmp_path):

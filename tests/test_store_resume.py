@@ -208,6 +208,28 @@ def test_a_transaction_inside_another_commits_or_rolls_back_with_it(tmp_path):
         assert sorted(st.table("cells", "r1")["width"]) == [8, 16]
 
 
+def test_an_error_forgets_only_the_new_runs_with_nothing_done(tmp_path):
+    """A run this process created and that fails before any unit is stored is forgotten; one with a
+    stored unit, and one it resumed, stay `running` for the rerun to continue."""
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        resumed = st.start_run("demo", {"resumed": True}, 0)
+    with pytest.raises(RuntimeError), Store(path) as st:
+        assert st.start_run("demo", {"resumed": True}, 0) == resumed
+        empty = st.start_run("demo", {"empty": True}, 0)
+        started = st.start_run("demo", {"started": True}, 0)
+        st.append_rows("cells", started, pd.DataFrame({"width": [8]}))
+        raise RuntimeError("out of memory at the second cell")
+    with Store(path, read_only=True) as st:
+        runs = st.runs().set_index("run_id")["status"].to_dict()
+        assert runs == {resumed: "running", started: "running"}
+        assert empty not in set(st.con.execute("SELECT run_id FROM run_sessions").df()["run_id"])
+    with Store(path) as st:  # no error: nothing is forgotten
+        kept = st.start_run("demo", {"empty": True}, 0)
+    with Store(path, read_only=True) as st:
+        assert st.run_status(kept) == "running"
+
+
 def test_store_is_plain_duckdb(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path) as st:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import replace
+from queue import Empty
 from typing import Any
 
 import numpy as np
 import torch
 
 from nnbias.engines.sampler import FoldedNets, sample_chunk
+from nnbias.errors import NNBiasError
 from nnbias.executor import LocalExecutor
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import hypercube
@@ -228,6 +230,15 @@ def _kernel_bench_inputs(n: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _peak_case(case: str, n: int, dtype: str, queue) -> None:
+    """Put ("ok", (seconds, MiB)) of one case, or ("error", its first line) for the parent to report:
+    a traceback printed by a spawned child is not an error the user's command can exit with."""
+    try:
+        queue.put(("ok", _peak_case_figures(case, n, dtype)))
+    except Exception as e:
+        queue.put(("error", next(iter(str(e).strip().splitlines()), type(e).__name__)))
+
+
+def _peak_case_figures(case: str, n: int, dtype: str) -> tuple[float, float]:
     """One kernel benchmark case in a fresh process: (seconds of the faster of two runs, peak RSS in MiB)."""
     import resource
 
@@ -263,8 +274,7 @@ def _peak_case(case: str, n: int, dtype: str, queue) -> None:
         start = time.perf_counter()
         work()
         times.append(time.perf_counter() - start)
-    seconds = min(times)
-    queue.put((seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))
+    return min(times), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
 
 
 def _naive_relu_ntk(x, spec: NetworkSpec):
@@ -305,9 +315,18 @@ def _measure(case: str, n: int, dtype: str = "float64") -> tuple[float, float]:
     queue = ctx.Queue()
     proc = ctx.Process(target=_peak_case, args=(case, n, dtype, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            status, value = queue.get(timeout=1.0)
+            break
+        except Empty:
+            if not proc.is_alive() and queue.empty():  # killed (e.g. by the kernel's OOM killer) unheard
+                raise NNBiasError(f"benchmark case {case!r} at n={n} died (exit code {proc.exitcode}) "
+                                  "before it answered; try a smaller n") from None
     proc.join()
-    return result
+    if status == "error":
+        raise NNBiasError(f"benchmark case {case!r} at n={n} failed: {value}")
+    return value
 
 
 def _run_neural_tangents(python: str, args: list[str]) -> str:

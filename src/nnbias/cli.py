@@ -467,6 +467,10 @@ def kernel(
     if out.suffix != ".npy" or out.is_dir():  # np.save would append .npy and report another name
         raise NNBiasError(f"out={str(out)!r} is not allowed; give a file path ending in .npy")
     arrays = [_load_npy(p) for p in (x, x2) if p is not None]
+    if width is not None and (kind, parametrization) != ("ntk", "standard"):
+        raise NNBiasError(f"--width applies to the standard-parametrization NTK only (kind='ntk', "
+                          f"parametrization='standard'), not kind={kind!r} with parametrization="
+                          f"{parametrization!r}, which do not depend on the width; leave --width out")
     if layers is None:
         for name, value in (("input-shape", input_shape), ("memory", memory)):
             if value is not None:
@@ -493,8 +497,15 @@ def kernel(
         spec = LayeredSpec(shape, layers, sigma_w, sigma_b, sigma_b > 0, "gaussian", parametrization)
         compute = SerialKernelFn(spec)
         options = {} if memory is None else {"memory": parse_count("memory", memory)}
-    gram = compute(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
-                   kind=kind, dtype=getattr(torch, dtype), device=check_device(device), **options)
+    try:
+        gram = compute(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[-1]) if x2 else None,
+                       kind=kind, dtype=getattr(torch, dtype), device=check_device(device), **options)
+        finite = bool(torch.isfinite(gram).all())
+    except OverflowError:  # sigma_w**2 beyond a Python float
+        finite = False
+    if not finite:
+        raise NNBiasError(f"the {kind} kernel overflows {dtype} at sigma_w={sigma_w:g}, sigma_b={sigma_b:g} "
+                          "(entries inf or NaN); lower sigma_w, sigma_b or the depth, or use float64")
     try:
         with open(out, "wb") as f:  # the exact name given, never a second one
             np.save(f, gram.numpy())
@@ -511,8 +522,8 @@ def _load_npy(path: Path):
         raise NNBiasError(f"input file {str(path)!r} does not exist")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise NNBiasError(f"input file {str(path)!r} is not a .npy array ({e})") from None
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
+        raise NNBiasError(f"input file {str(path)!r} is not a .npy array ({e or 'it is empty'})") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr) or 0 in arr.shape:
         raise NNBiasError(f"input file {str(path)!r} holds shape {arr.shape} {arr.dtype}; "
                           "expected a real (N, d) array with N, d >= 1")
@@ -1000,4 +1011,11 @@ def main() -> None:
         app(standalone_mode=True)
     except NNBiasError as e:
         typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+    except (MemoryError, RuntimeError) as e:
+        first = next(iter(str(e).strip().splitlines()), type(e).__name__)
+        if not (isinstance(e, MemoryError) or "out of memory" in first or "can't allocate memory" in first):
+            raise
+        typer.echo(f"error: out of memory: {first}; ask for fewer networks or points at once, smaller "
+                   "widths, or another --device", err=True)
         raise SystemExit(2) from None

@@ -123,6 +123,7 @@ class Store:
         self._snapshot: str | None = None
         self._transactions = 0  # open transaction() blocks: only the outermost begins and commits
         self._sessions: dict[str, set[str]] = {}  # runs open in this process -> machines recorded
+        self._created: set[str] = set()  # runs this process inserted (not ones it resumed)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
@@ -167,8 +168,21 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and self._created:
+            with contextlib.suppress(duckdb.Error):  # the error being raised is the one to report
+                self._drop_empty_runs()
         self.close()
+
+    def _drop_empty_runs(self) -> None:
+        """Forget the runs this process created that end in an error before any unit finished: a
+        bad count found at the first allocation leaves no `running` run behind with nothing in it
+        to resume (a run killed outright keeps its row; its rerun starts it afresh anyway)."""
+        empty = [r for r in self._created
+                 if self.run_status(r) == "running" and not set(self.run_tables(r)) - set(RUN_RECORDS)]
+        with self.transaction():
+            for name in RUN_RECORDS:
+                self.con.execute(f"DELETE FROM {name} WHERE list_contains(?, run_id)", [empty])
 
     def one(self, sql: str, params: list | dict | None = None) -> tuple | None:
         """First row of a query, fully fetched (DuckDB >= 2 refuses new work while a result is open)."""
@@ -193,6 +207,7 @@ class Store:
                 self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
                                  [run_id, experiment, json.dumps(config, sort_keys=True), seed,
                                   __version__, now])
+                self._created.add(run_id)
             self._sessions[run_id] = set()
             self._record_sessions(run_id, [environment(), *workers], now)
         return run_id

@@ -125,6 +125,9 @@ def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = N
             deltas.append(delta)
         return inputs, deltas[::-1]
 
+    n1, n2 = x1.shape[0], 0 if x2 is None else x2.shape[0]
+    nets.check_room(n1 + n2, 3 * sum(w.shape[1] for w in nets.weights), n1 * (n2 or n1),
+                    "the NTK's layer inputs, pre-activations and deltas")
     with torch.no_grad():
         h1, d1 = passes(x1)
         h2, d2 = (h1, d1) if x2 is None else passes(x2)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nnbias.engines.memory import check_fits
 from nnbias.spec import NetworkSpec
 
 _OUT_OF_PLACE = {
@@ -83,6 +84,12 @@ class Ensemble:
         act = activation_fn(self.spec.activation, inplace)
         x = x.to(self.weights[0].dtype)
         h = x.transpose(1, 2) if x.ndim == 3 else x.T.unsqueeze(0).expand(self.size, -1, -1)
+        widths, grad = [w.shape[1] for w in self.weights], torch.is_grad_enabled()
+        if grad:  # autograd keeps each layer's z and phi(z); backward adds two more of the widest
+            self.check_room(h.shape[2], 2 * sum(widths) + 2 * max(widths), self.spec.n_params,
+                            "activations and gradients")
+        else:
+            self.check_room(h.shape[2], 2 * max(widths), 0, "activations")
         last = len(self.weights) - 1
         layers = zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True)
         for layer, (w, b, s, bs) in enumerate(layers):
@@ -94,6 +101,13 @@ class Ensemble:
             if hidden is not None and layer < last:
                 hidden.append(h)
         return h[:, 0, :]
+
+    def check_room(self, n: int, per_input: int, per_net: int, what: str) -> None:
+        """Refuse new buffers of ``per_input`` numbers per input (of ``n``) and ``per_net`` more, for
+        each network, that exceed what the device has free: asked before the allocator, which may grant
+        them and let the kernel's OOM killer end the process without a word as the pages are touched."""
+        check_fits(self.size, n * per_input + per_net, self.weights[0].dtype, self.weights[0].device,
+                   f"{self.spec.describe()}{f' on {n} inputs' if n else ''} ({what})")
 
     def to(self, device: str | torch.device) -> Ensemble:
         """The same networks with their tensors on ``device``."""
@@ -109,6 +123,7 @@ class Ensemble:
         biases for standard, w ~ N(0, n^(-2b)) for muP and mean-field), so gradients
         (training, NTKs) are taken with respect to them.
         """
+        self.check_room(0, 0, self.spec.n_params, "a copy of the parameters to train")
         params = [t * f for t, f in zip(self.tensors(), self.param_factors, strict=True)]
 
         def fn(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +166,8 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
     into many small calls. Drawing on the CPU's generator and moving the draws
     gives the same networks on every device.
     """
-    sizes = spec.layer_sizes
-    per_net = sum(fo * fi + (fo if spec.bias else 0) for fi, fo in sizes)
+    sizes, per_net = spec.layer_sizes, spec.n_params
+    check_fits(k, per_net, dtype, generator.device, spec.describe())
     flat = torch.empty(k * per_net, dtype=dtype, device=generator.device)
     if spec.prior == "gaussian":
         flat.normal_(generator=generator)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from nnbias.engines.ensemble import activation_derivative, activation_fn
+from nnbias.engines.memory import check_gram_fits
 from nnbias.errors import NNBiasError, check_choice, check_int, require
 from nnbias.spec import NetworkSpec
 
@@ -216,6 +217,7 @@ def assemble_gram(n1: int, n2: int, block: int, symmetric: bool, compute, dtype:
     """(NNGP, NTK or None) Gram matrices (n1, n2) on the CPU from ``compute(rows, cols, same)`` ->
     (nngp block, ntk block or None), blocks of ``block`` inputs; of a ``symmetric`` one only the blocks
     on and above the diagonal (``same``: a diagonal block), the rest by transposition."""
+    check_gram_fits("inputs", n1, n2, dtype, "cpu")
     outs: list[torch.Tensor | None] = [torch.empty(n1, n2, dtype=dtype), None]
     for i in range(0, n1, block):
         for j in range(i if symmetric else 0, n2, block):

@@ -22,6 +22,7 @@ import torch
 
 from nnbias.engines.empirical import ntk_of_function
 from nnbias.engines.kernels import assemble_gram, dual_fn
+from nnbias.engines.memory import check_fits
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.errors import check_choice, check_positive, require
 from nnbias.layers import Activation, KernelState, LayeredSpec
@@ -98,6 +99,7 @@ def sample_serial(
     """K networks from the spec's prior, from one RNG call (as ``ensemble.sample_ensemble``)."""
     shapes = spec.param_shapes()
     sizes = [math.prod(s) for s in shapes]
+    check_fits(k, sum(sizes), dtype, generator.device, spec.describe())
     flat = torch.empty(k, sum(sizes), dtype=dtype, device=generator.device)
     if spec.prior == "gaussian":
         flat.normal_(generator=generator)

@@ -31,6 +31,7 @@ import torch
 from torch.func import jvp, vjp
 
 from nnbias.engines.empirical import structured_ntk
+from nnbias.engines.memory import check_fits
 from nnbias.errors import check_choice, check_int, check_positive, require
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "langevin")
@@ -165,6 +166,10 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     trainable = trainable or [True] * len(params)
     require(len(trainable) == len(params), f"trainable has {len(trainable)} entries for {len(params)} "
                                            "parameter tensors; give one per tensor")
+    per_net = sum(p[0].numel() for p in params)  # what the steps hold: a clone of the parameters, the
+    copies = 5 + (config.optimizer == "adam")  # state (and Adam's second), gradients, 2 update temporaries
+    check_fits(k, copies * per_net, dtype, params[0].device,
+               f"{per_net} parameters (training: a clone, gradients, optimizer state, update temporaries)")
     # frozen tensors need no gradient: autograd then does not backpropagate into them
     params = [p.detach().clone().requires_grad_(t) for p, t in zip(params, trainable, strict=True)]
     learned = [p for p, t in zip(params, trainable, strict=True) if t]

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 
 from nnbias.engines.ensemble import sample_ensemble
+from nnbias.engines.memory import check_gram_fits
 from nnbias.engines.training import TrainResult, mup_gd, train_gd
 from nnbias.errors import check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
@@ -120,6 +121,7 @@ class GapSettings:
             check_int("width", w, minimum=1)
         for n in self.curve_sizes:
             check_int("curve size", n, minimum=1)
+            check_gram_fits("curve size", n, n, torch.float64, "cpu")  # the kernel predictors' Gram
         for eta in self.etas:
             check_positive("eta", eta)
         check_positive("sigma_w", self.sigma_w)

@@ -43,6 +43,7 @@ import torch
 
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
+from nnbias.engines.memory import check_gram_fits
 from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
 from nnbias.errors import check_device, check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
@@ -83,6 +84,7 @@ class TransferSettings:
             require(p in PAIRS, f"pair={p!r} is not allowed; choose one of {sorted(PAIRS)}")
         for n in self.sizes:
             check_int("n_B", n, minimum=1)
+            check_gram_fits("n_B", n, n, torch.float64, "cpu")  # the kernel-regime models' Gram on B
         require(self.claim_size in self.sizes, f"claim_size={self.claim_size} is not allowed; choose one "
                                                f"of the sizes {list(self.sizes)}")
         for name in ("width", "networks", "steps", "base_width"):

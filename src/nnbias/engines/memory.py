@@ -1,0 +1,80 @@
+"""How much a device can hold, asked before a buffer is allocated.
+
+Why: every engine holds a chunk (or a whole ensemble) of networks as one stacked
+tensor, and every kernel predictor an N x N Gram matrix, so a count such as
+``--draws 1e40``, ``--networks 1e11`` or ``--sizes 1e8`` would otherwise end in an
+integer overflow inside torch, an allocator failure, or the kernel's OOM killer,
+after minutes of other work; asked here first, it is one line that names the
+count and what fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+
+import torch
+
+from nnbias.errors import NNBiasError
+
+
+@functools.cache
+def _total_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_bytes(device: str | torch.device) -> int:
+    """Memory ``device`` can give now: the GPU's free memory, or this machine's available RAM
+    (``MemAvailable``: free plus reclaimable caches). Not the total: a buffer near the total is granted
+    by the allocator and then ends the process by the kernel's OOM killer as its pages are touched."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
+        return 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
+    return _total_bytes(device)  # no /proc (macOS): the total
+
+
+def _refused(need: int, device: str | torch.device) -> int | None:
+    """The bytes free if ``need`` exceeds them, else None. A request under 1/64 of the device's total is
+    granted without asking (a forward pass asks at every training step; reading what is free costs
+    about 10 us, a step of a small network not much more)."""
+    device = torch.device(device)
+    if need <= _total_bytes(device) // 64:
+        return None
+    have = device_bytes(device)
+    return have if need > have else None
+
+
+def _where(have: int, device: str | torch.device) -> str:
+    device = torch.device(device)
+    return f"the {have / 2**30:.3g} GiB free on " + ("this machine" if device.type == "cpu" else str(device))
+
+
+def _count(k: int) -> str:
+    return f"{k:.3g}" if k >= 10**15 else str(k)
+
+
+def check_fits(k: int, per_net: int, dtype: torch.dtype, device: str | torch.device, what: str) -> None:
+    """Refuse ``k`` networks of ``per_net`` numbers each when their buffer alone exceeds the device."""
+    each = per_net * dtype.itemsize
+    have = _refused(k * each, device)
+    if have is not None:
+        fit = have // each
+        raise NNBiasError(f"{_count(k)} networks of {what} ({per_net} numbers each) need "
+                          f"{k * each / 2**30:.3g} GiB, more than {_where(have, device)}; "
+                          + (f"at most {fit} fit at once, so ask for fewer networks or a smaller chunk" if fit
+                             else "not even one fits, so ask for smaller widths or fewer inputs"))
+
+
+def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str | torch.device) -> None:
+    """Refuse an (n, m) Gram matrix (``name`` = n, the size asked for) that alone exceeds the device."""
+    have = _refused(n * m * dtype.itemsize, device)
+    if have is not None:
+        raise NNBiasError(f"{name}={_count(n)} is not allowed: its {_count(n)} x {_count(m)} Gram matrix "
+                          f"needs {n * m * dtype.itemsize / 2**30:.3g} GiB, more than {_where(have, device)} "
+                          f"(a square one fits up to {math.isqrt(have // dtype.itemsize)} points)")
