@@ -98,6 +98,7 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["pfmap", "--hidden", "40,0"], "width=0"),
     (["pfmap", "--activation", "swish"], "activation='swish'"),
     (["pfmap", "--prior", "cauchy"], "prior='cauchy'"),
+    (["pfmap", "--hidden", "none", "--activation", "tanh"], "--activation tanh does not apply to a"),
     (["pfmap", "--samples", "-5"], "samples=-5"),
     (["pfmap", "--samples", "2.5"], "samples=2.5"),
     (["pfmap", "--samples", "many"], "samples='many'"),

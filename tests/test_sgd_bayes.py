@@ -163,10 +163,26 @@ def test_bad_input():
         check_disjoint(overlapping)
 
 
-def test_unreachable_target_is_reported(tmp_path):
+def test_unreachable_target_is_judged_inconclusive_and_says_what_to_change(tmp_path):
+    """No run fits S within the epoch cap: the data cannot decide, and every claim says so (stored, as
+    the claims of any run are), with the epoch cap or learning rate as what to change."""
     s = SgdBayesSettings(tasks=("bool7-random",), methods=("sgd-full",), runs=20, chunk_size=20,
                          max_epochs=1, rejection_samples=1000)
-    with Store(tmp_path / "s.duckdb") as st, pytest.raises(NNBiasError, match="max_epochs=1"):
-        run_sgd_bayes(st, s, tmp_path / "out", quiet=True)
+    with Store(tmp_path / "s.duckdb") as st:
+        result = run_sgd_bayes(st, s, tmp_path / "out", quiet=True)
+        stored = st.claims(result["run_id"])
+    tracking = [c for c in result["claims"] if "sgd-full: log P(f|S) tracks" in c["claim"]]
+    assert len(tracking) == 1 and tracking[0]["measured"] == "no run of 20 fit S within 1 epochs"
+    assert tracking[0]["decide"] == "a higher epoch cap or learning rate"
+    assert {c["verdict"] for c in result["claims"]} == {"inconclusive"}
+    assert [c["verdict"] for c in stored] == [c["verdict"] for c in result["claims"]]
+    # enough prior samples fit S for the rejection comparison, but every SGD run diverged
+    diverging = SgdBayesSettings(tasks=("bool5-0011",), methods=("sgd-full",), runs=20, chunk_size=20,
+                                 max_epochs=1, lr=1e40, rejection_samples=400_000)
+    with Store(tmp_path / "d.duckdb") as st:
+        claims = run_sgd_bayes(st, diverging, tmp_path / "out", quiet=True)["claims"]
+    by_rejection = [c for c in claims if "sgd-full: P_SGD(f|S) = P_B(f|S) by rejection" in c["claim"]]
+    assert len(by_rejection) == 1 and by_rejection[0]["verdict"] == "inconclusive"
+    assert by_rejection[0]["measured"] == "no run of 20 fit S within 1 epochs (20 diverged)"
     with pytest.raises(NNBiasError, match="batch size 32 is larger than"), Store(tmp_path / "t.duckdb") as st:
         run_psgd(st, "bool5-0011", "sgd-b32", SMALL, quiet=True)

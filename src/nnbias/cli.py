@@ -181,15 +181,20 @@ def _spec(inputs: int, hidden: str, activation: str, prior: str, sigma_w: float,
     from nnbias.spec import NetworkSpec
     from nnbias.tasks.boolean import check_n_bits
 
-    return NetworkSpec(check_n_bits(inputs), parse_widths(hidden), activation, bias, prior,
-                       sigma_w, sigma_b, encoding)
+    widths = parse_widths(hidden)
+    if activation is not None and not widths:
+        raise NNBiasError(f"--activation {activation} does not apply to a perceptron (--hidden none): it has "
+                          "no hidden layer, the sign of its output is the function; leave --activation out")
+    return NetworkSpec(check_n_bits(inputs), widths, activation or "relu", bias, prior, sigma_w, sigma_b,
+                       encoding)
 
 
 @app.command()
 def pfmap(
     inputs: int = typer.Option(7, "--inputs", "-n", help="Number of Boolean inputs n (1..10)."),
     hidden: str = typer.Option("40,40", help="Hidden widths, comma-separated; 'none' = perceptron."),
-    activation: str = typer.Option("relu", help="relu, tanh, erf, sign, step or linear."),
+    activation: str = typer.Option(None, help="relu, tanh, erf, sign, step or linear [relu]; not with "
+                                              "--hidden none."),
     prior: str = typer.Option("gaussian", help="gaussian or uniform."),
     sigma_w: float = typer.Option(1.0, help="Weight scale: weights ~ N(0, sigma_w^2/fan_in)."),
     sigma_b: float = typer.Option(1.0, help="Bias scale: biases ~ N(0, sigma_b^2)."),

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
-from nnbias.errors import NNBiasError, check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
@@ -283,10 +283,6 @@ def run_sgd_bayes(store: Store, s: SgdBayesSettings, out: Path, executor=None,
     summary = pd.concat(summaries, ignore_index=True)
     store.replace_table("sgd_bayes_summary", run_id, summary)
     store.finish_run(run_id)
-    unreachable = summary[(summary["method"] != "rejection") & (summary["fit_s"] == 0)]
-    if len(unreachable) == len(summary[summary["method"] != "rejection"]):
-        raise NNBiasError(f"no network reached 100 % training accuracy within max_epochs={s.max_epochs} "
-                          "for any method; raise --max-epochs or the learning rate")
     judged = sgd_bayes_claims(summary, s)
     store.save_claims(run_id, judged)
     return {"run_id": run_id, "summary": summary, "functions": tables, "figures": figs, "claims": judged}
@@ -302,9 +298,12 @@ def sgd_bayes_claims(summary: pd.DataFrame, s: SgdBayesSettings) -> list[dict[st
         enough = fits >= MIN_REJECTION_FITS
         for r in trained.itertuples():
             claims.append(_tracking_claim(task, r.method, r, s))
-            if enough:
+            claim = f"A4: on {task}, {r.method}: P_SGD(f|S) = P_B(f|S) by rejection, within TV {TV_MARGIN}"
+            if enough and r.fit_s == 0:
+                claims.append(v.claim_row(claim, _no_fit(r, s), _NO_FIT))
+            elif enough:
                 claims.append(v.claim_row(
-                    f"A4: on {task}, {r.method}: P_SGD(f|S) = P_B(f|S) by rejection, within TV {TV_MARGIN}",
+                    claim,
                     f"TV = {r.tv_rejection:.3f} (bootstrap 95 % upper bound {r.tv_upper_rejection:.3f}), "
                     f"permutation p = {r.p_value_rejection:.3f}; {r.fit_s} SGD runs against {fits} accepted "
                     "prior samples",
@@ -321,13 +320,20 @@ def sgd_bayes_claims(summary: pd.DataFrame, s: SgdBayesSettings) -> list[dict[st
     return claims
 
 
+_NO_FIT = v.Verdict(v.INCONCLUSIVE, "needs runs that fit S", "a higher epoch cap or learning rate")
+
+
+def _no_fit(r: Any, s: SgdBayesSettings) -> str:
+    """What a method whose runs never fit S measured."""
+    return f"no run of {r.samples} fit S within {s.max_epochs} epochs" + (f" ({r.diverged} diverged)"
+                                                                          if r.diverged else "")
+
+
 def _tracking_claim(task: str, method: str, r: Any, s: SgdBayesSettings) -> dict[str, str]:
     """Pearson r of log P_method against log P_B(EP) over the functions seen repeatedly, its CI vs TRACKS."""
     claim = f"A4: on {task}, {method}: log P(f|S) tracks log P_B(f|S) (NNGP + EP): Pearson r >= {TRACKS}"
     if r.fit_s == 0:
-        return v.claim_row(claim, f"no run of {r.samples} fit S within {s.max_epochs} epochs",
-                           v.Verdict(v.INCONCLUSIVE, "needs runs that fit S",
-                                     "a higher epoch cap or learning rate"))
+        return v.claim_row(claim, _no_fit(r, s), _NO_FIT)
     measured = f"{r.fit_s}/{r.samples} fit S, {r.distinct} functions"
     if r.points_ep < MIN_POINTS:
         return v.claim_row(claim, measured + f"; {r.points_ep} seen >= {s.min_count} times and scored",
