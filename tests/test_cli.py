@@ -46,6 +46,9 @@ def test_pfmap_json_and_runs(tmp_path):
     assert [c["verdict"] for c in stored["claims"]] == [c["verdict"] for c in doc["claims"]]
     none = nnbias("claims", cwd=tmp_path)
     assert none.returncode == 2 and "no finished reproduce run" in none.stderr
+    not_reproduce = nnbias("report", "--run", doc["run_id"], "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert not_reproduce.returncode == 2 and not_reproduce.stderr.strip().splitlines() == [
+        f"error: run={doc['run_id']!r} has no stored report (only reproduce runs have one)"]
 
     # against its own export every row is identical; against an edited one the edits are found
     export = tmp_path / "claims.json"
@@ -107,6 +110,7 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["volumes", "--inputs", "4"], "inputs=4"),
     (["runs", "--store", "missing.duckdb"], "does not exist"),
     (["claims", "--store", "missing.duckdb"], "does not exist"),
+    (["claims", "--markdown"], "--markdown and --json are two formats of the same table"),  # --json added
     (["pfmap", "--device", "tpu"], "device='tpu'"),
     *[([cmd, "--device", "tpu"], "device='tpu'") for cmd in (
         "kernels", "sgd-vs-bayes", "features", "gap", "transfer", "inside", "posterior", "gibbs", "bound",

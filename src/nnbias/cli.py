@@ -355,6 +355,8 @@ def claims(
     from nnbias.report.html import computed_on
     from nnbias.store import Store
 
+    if markdown and as_json:
+        raise NNBiasError("--markdown and --json are two formats of the same table; give one of them")
     if against is not None:
         for name, given in (("--markdown", markdown), ("--readme", readme is not None)):
             if given:

@@ -194,6 +194,8 @@ def store_sections(store: Any, run_id: str, sections: list[Section], root: Path)
 def stored_sections(store: Any, run_id: str) -> list[Section]:
     """The sections ``store_sections`` kept for ``run_id``, in order (empty if none)."""
     rows = store.table("report_sections", run_id)
+    if rows.empty:  # no reproduce run stored sections in this store (the table may not exist yet)
+        return []
     tables, figures = store.table("report_tables", run_id), store.table("report_figures", run_id)
     out = []
     for r in rows.sort_values("section").itertuples():
