@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -82,6 +83,32 @@ def test_linear_algebra_is_careful():
         gp_posterior(torch.full((2, 2), math.nan), torch.zeros(2, 1), torch.zeros(1, 2))
     with pytest.raises(NNBiasError, match="t=-1"):
         ntk_predict(torch.eye(2), torch.zeros(2, 1), torch.zeros(1, 2), t=-1)
+
+
+@pytest.mark.parametrize("predict", [gp_posterior, ntk_predict])
+def test_kernel_blocks_that_do_not_fit_together_are_named(predict):
+    predict(torch.eye(3), torch.ones(3), torch.ones(2, 3))  # (N, N), (N,), (M, N)
+    for k_train, y, k_cross in ((torch.eye(3), torch.ones(4), torch.ones(2, 3)),
+                                (torch.eye(3), torch.ones(3), torch.ones(2, 4)),
+                                (torch.ones(3, 2), torch.ones(3), torch.ones(2, 3))):
+        with pytest.raises(NNBiasError, match=re.escape(f"blocks of shapes {tuple(k_train.shape)} (train), "
+                                                        f"{tuple(k_cross.shape)} (test x train) and targets "
+                                                        f"{tuple(y.shape)} do not fit together")):
+            predict(k_train, y, k_cross)
+
+
+def test_inputs_that_do_not_fit_the_networks_are_named():
+    spec = NetworkSpec(4, (16,))
+    nets = sample_ensemble(spec, 2, torch.Generator().manual_seed(0))
+    assert nets.forward(torch.zeros(2, 3, 4)).shape == (2, 3)  # one input set per network
+    for x in (torch.zeros(3, 5), torch.zeros(3, 2, 4), torch.zeros(4)):
+        message = f"inputs of shape {tuple(x.shape)} do not fit 2 networks"
+        with pytest.raises(NNBiasError, match=re.escape(message)):
+            nets.forward(x)
+    with pytest.raises(NNBiasError, match=r"inputs of shape \(5, 3\) do not fit 1 networks of input_dim=4"):
+        spec_empirical_ntk(spec, torch.zeros(5, 3))
+    with pytest.raises(NNBiasError, match=r"k \(networks\)=0 is not allowed"):
+        sample_ensemble(spec, 0, torch.Generator())
 
 
 def test_ten_class_digits_as_regression_on_one_hot_targets():

@@ -25,6 +25,8 @@ def test_boolean_targets():
     assert all(int(x.sum()) % 2 == int(y) for x, y in zip(task.x_train, task.y_train, strict=True))
     with pytest.raises(NNBiasError, match="target='0101'"):
         boolean_target(3, "0101")
+    with pytest.raises(NNBiasError, match=r"^train=8 is not allowed; expected a whole number >= 1 and <= 7"):
+        boolean_task(3, "parity", train=8, test=4)  # all 8 inputs to train on: none left to test
     # the target's random ones and the train/test split are independent draws: a
     # balanced random target must give a training set with both labels in it
     for seed in range(5):

@@ -26,7 +26,7 @@ import torch
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from nnbias.engines.ensemble import Ensemble, activation_derivative, activation_fn, sample_ensemble
-from nnbias.errors import check_choice, check_int
+from nnbias.errors import check_choice, check_int, require
 from nnbias.spec import NetworkSpec
 
 MEMORY_BUDGET = 2**32  # bytes of Jacobians the 'jacobian' strategy may hold (all inputs at once)
@@ -125,6 +125,9 @@ def structured_ntk(nets: Ensemble, x1: torch.Tensor, x2: torch.Tensor | None = N
             deltas.append(delta)
         return inputs, deltas[::-1]
 
+    for x in (x1, x2) if x2 is not None else (x1,):
+        require(x.ndim == 2, f"inputs of shape {tuple(x.shape)} are not allowed; expected (N, d)")
+        nets.check_inputs(x)
     n1, n2 = x1.shape[0], 0 if x2 is None else x2.shape[0]
     nets.check_room(n1 + n2, 3 * sum(w.shape[1] for w in nets.weights), n1 * (n2 or n1),
                     "the NTK's layer inputs, pre-activations and deltas")

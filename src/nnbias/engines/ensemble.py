@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from nnbias.engines.memory import check_fits
+from nnbias.errors import check_int, require
 from nnbias.spec import NetworkSpec
 
 _OUT_OF_PLACE = {
@@ -82,6 +83,7 @@ class Ensemble:
         ``hidden``, a list, receives each hidden layer's activations (K, width, N).
         """
         act = activation_fn(self.spec.activation, inplace)
+        self.check_inputs(x)
         x = x.to(self.weights[0].dtype)
         h = x.transpose(1, 2) if x.ndim == 3 else x.T.unsqueeze(0).expand(self.size, -1, -1)
         widths, grad = [w.shape[1] for w in self.weights], torch.is_grad_enabled()
@@ -101,6 +103,14 @@ class Ensemble:
             if hidden is not None and layer < last:
                 hidden.append(h)
         return h[:, 0, :]
+
+    def check_inputs(self, x: torch.Tensor) -> None:
+        """Inputs (N, d) shared by the networks, or (K, N, d) one set per network, with d the spec's."""
+        d = self.spec.input_dim
+        shared = x.ndim == 2 and x.shape[1] == d
+        require(shared or (x.ndim == 3 and x.shape[0] == self.size and x.shape[2] == d),
+                f"inputs of shape {tuple(x.shape)} do not fit {self.size} networks of input_dim={d}; "
+                f"expected (N, {d}) or ({self.size}, N, {d})")
 
     def check_room(self, n: int, per_input: int, per_net: int, what: str) -> None:
         """Refuse new buffers of ``per_input`` numbers per input (of ``n``) and ``per_net`` more, for
@@ -166,6 +176,7 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
     into many small calls. Drawing on the CPU's generator and moving the draws
     gives the same networks on every device.
     """
+    k = check_int("k (networks)", k, minimum=1)
     sizes, per_net = spec.layer_sizes, spec.n_params
     check_fits(k, per_net, dtype, generator.device, spec.describe())
     flat = torch.empty(k * per_net, dtype=dtype, device=generator.device)

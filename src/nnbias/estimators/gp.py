@@ -72,11 +72,21 @@ def cholesky_solve(matrix: torch.Tensor, rhs: torch.Tensor, name: str = "kernel"
     return Factor.of(matrix, name).solve(rhs)
 
 
+def check_blocks(k_train: torch.Tensor, y: torch.Tensor, k_cross: torch.Tensor, kind: str) -> None:
+    """The kernel blocks and targets of N training and M test inputs: (N, N), (N[, O]), (M, N)."""
+    n = k_train.shape[0] if k_train.ndim == 2 else -1
+    require(k_train.ndim == 2 and k_train.shape[1] == n and y.ndim >= 1 and y.shape[0] == n
+            and k_cross.ndim == 2 and k_cross.shape[1] == n,
+            f"{kind} blocks of shapes {tuple(k_train.shape)} (train), {tuple(k_cross.shape)} (test x train) "
+            f"and targets {tuple(y.shape)} do not fit together; expected (N, N), (M, N) and (N,) or (N, O)")
+
+
 def gp_posterior(k_train: torch.Tensor, y: torch.Tensor, k_cross: torch.Tensor,
                  k_test: torch.Tensor | None = None,
                  noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Posterior mean (N*, O) and covariance (N*, N*) of a GP with observation noise variance ``noise``."""
     check_positive("noise", noise, allow_zero=True)
+    check_blocks(k_train, y, k_cross, "kernel")
     y = y.reshape(y.shape[0], -1).to(k_train.dtype)
     eye = torch.eye(k_train.shape[0], dtype=k_train.dtype, device=k_train.device)
     rhs = torch.cat([y, k_cross.T], dim=1)
@@ -99,6 +109,7 @@ def ntk_predict(ntk_train: torch.Tensor, y: torch.Tensor, ntk_cross: torch.Tenso
     """Mean (and, given the NNGP blocks, covariance over initialisations) of f_t for MSE gradient flow."""
     require(t >= 0, f"t={t} is not allowed; expected a training time >= 0 (or inf)")
     check_positive("lr", lr)
+    check_blocks(ntk_train, y, ntk_cross, "NTK")
     y = y.reshape(y.shape[0], -1).to(ntk_train.dtype)
     factor = Factor.of(ntk_train, "training NTK")
     if math.isinf(t):

@@ -155,6 +155,7 @@ def boolean_task(n: int, target: str = "parity", train: int = 32, seed: int = 0,
     x = hypercube(n, encoding, torch.float64).numpy()
     y = np.array([int(c) for c in table])
     if test is not None:
+        check_int("train", train, minimum=1, maximum=2**n - 1)  # at least one input left to test on
         check_int("test", test, minimum=1, maximum=2**n - train)
     return _split(f"boolean n={n} {target if len(target) < 20 else 'table'}", x, y, train, _rng(seed), 2,
                   test)
