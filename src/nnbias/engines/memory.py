@@ -28,12 +28,14 @@ def _total_bytes(device: torch.device) -> int:
 
 
 def device_bytes(device: str | torch.device) -> int:
-    """Memory ``device`` can give now: the GPU's free memory, or this machine's available RAM
-    (``MemAvailable``: free plus reclaimable caches). Not the total: a buffer near the total is granted
-    by the allocator and then ends the process by the kernel's OOM killer as its pages are touched."""
+    """Memory ``device`` can give now: the GPU's free memory plus what torch's caching allocator holds
+    unused, or this machine's available RAM (``MemAvailable``: free plus reclaimable caches). Not the
+    total: a buffer near the total is granted by the allocator and then ends the process by the
+    kernel's OOM killer as its pages are touched."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
         return 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
     return _total_bytes(device)  # no /proc (macOS): the total
