@@ -82,3 +82,11 @@ def test_training_state_beyond_memory_is_refused_before_it_is_allocated():
     with pytest.raises(NNBiasError, match=rf"^{k} networks of {spec.n_params} parameters \(training"):
         train(lambda p, x: torch.zeros(p[0].shape[0], x.shape[0]), big, x, y,
               TrainConfig("sgd", 0.1, None, "mse", 1, "none"))
+
+
+def test_a_benchmark_case_that_fails_in_its_spawned_child_is_reported_by_the_parent():
+    from nnbias.bench import _measure
+
+    with pytest.raises(NNBiasError, match=r"^benchmark case 'empirical' at n=1000000 failed: 1 networks of "
+                                          r"32-512-512-512-1 .* \(the NTK's layer inputs"):
+        _measure("empirical", 10**6, "float32")

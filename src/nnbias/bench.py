@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnbias.engines.memory import check_gram_fits
 from nnbias.engines.sampler import FoldedNets, sample_chunk
 from nnbias.errors import NNBiasError
 from nnbias.executor import LocalExecutor
@@ -391,6 +392,7 @@ def bench_kernels(n_analytic: int = 4000, n_empirical: int = 500, neural_tangent
                   ) -> dict[str, Any]:
     """Kernel engines beside straightforward implementations, each in a fresh process; with
     ``neural_tangents`` (a Python interpreter), neural-tangents' NTK of the analytic case too."""
+    check_gram_fits("n", n_analytic, n_analytic, torch.float64, "cpu")  # before a child is spawned
     if neural_tangents:  # before minutes of work: can that interpreter import both?
         _run_neural_tangents(neural_tangents, ["-c", "import jax, neural_tangents"])
     rows = {}
