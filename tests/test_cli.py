@@ -201,13 +201,18 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, 
     # the buffer of the networks is asked for before it is allocated (int64 overflow in torch else)
     (["gibbs", "--draws", "1e40"], "1e+40 networks of 5-4-1"),
     (["inside", "--networks", "100000000000", "--widths", "64"], "100000000000 networks of 16-64-1"),
+    # the widest networks of a sweep, before a run is written (not after the cells before them)
+    (["kernels", "--widths", "64,10000000"], "networks of 64-10000000-1 relu"),
+    (["features", "--widths", "64,3000000", "--depth", "1"], "trained on 256 inputs (the parameters twice"),
+    (["transfer", "--width", "3000000"], "networks of 16-3000000-1 relu"),
     # an allocation nothing checks beforehand: the allocator's own refusal, in one line
     (["routes", "--readouts", str(10**12), "--widths", "2", "--samples", "10"], "out of memory: "),
     (["bench", "kernels", "--n", "1e6"], "n=1000000 is not allowed: its 1000000 x 1000000 Gram matrix"),
 ])
 def test_a_count_beyond_memory_is_one_line_and_leaves_no_run(tmp_path, args, needle, monkeypatch, capsys):
-    """These fail only once a run has started (the count is fine until memory is asked for): the
-    error is one line, and the run, with nothing in it to resume, is not left `running` in the store."""
+    """Sweeps whose widest networks cannot be held fail before a run is written; the other counts only
+    once it has started (they are fine until memory is asked for). Either way the error is one line
+    and no run, with nothing in it to resume, is left `running` in the store."""
     from nnbias import cli
     from nnbias.store import Store
 

@@ -18,6 +18,7 @@ import os
 import torch
 
 from nnbias.errors import NNBiasError
+from nnbias.spec import NetworkSpec
 
 
 @functools.cache
@@ -80,3 +81,13 @@ def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str |
         raise NNBiasError(f"{name}={_count(n)} is not allowed: its {_count(n)} x {_count(m)} Gram matrix "
                           f"needs {n * m * dtype.itemsize / 2**30:.3g} GiB, more than {_where(have, device)} "
                           f"(a square one fits up to {math.isqrt(have // dtype.itemsize)} points)")
+
+
+def check_training_fits(spec: NetworkSpec, networks: int, points: int, dtype: torch.dtype,
+                        device: str | torch.device) -> None:
+    """Refuse, before a run is written, ``networks`` networks of ``spec`` that cannot hold what training
+    them on ``points`` inputs surely needs: the parameters twice (the draws and the trained copy) and
+    each hidden layer's pre- and post-activations. A lower bound: what passes may still be refused
+    at an allocation, but what fails here would fail there, after the cells before it."""
+    check_fits(networks, 2 * spec.n_params + 2 * points * sum(spec.hidden), dtype, device,
+               f"{spec.describe()} trained on {points} inputs (the parameters twice and the activations)")

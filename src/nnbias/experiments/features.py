@@ -33,6 +33,7 @@ import torch
 
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
@@ -218,6 +219,11 @@ def run_features(store: Store, s: FeaturesSettings, out: Path, quiet: bool = Fal
                  executor=None) -> dict[str, Any]:
     """Run (or resume) the coordinate check and the width sweep (cells on ``executor``); return tables,
     figures, claims."""
+    for name in s.tasks:  # the widest networks must fit before anything is run
+        task = load_task(name, s.seed)
+        for p in s.parametrizations:
+            check_training_fits(make_spec(task.dim, p, max(s.widths), s.depth), s.networks, len(task.y_train),
+                                torch.float64, s.device)
     run_id = store.start_run("features", s.to_dict(), s.seed, executor)
     if not len(store.table("features_coord", run_id)):
         store.append_rows("features_coord", run_id, coordinate_check(s))

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 from nnbias.engines.ensemble import sample_ensemble
-from nnbias.engines.memory import check_gram_fits
+from nnbias.engines.memory import check_gram_fits, check_training_fits
 from nnbias.engines.training import TrainResult, mup_gd, train_gd
 from nnbias.errors import check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
@@ -271,6 +271,14 @@ def run_gap(store: Store, s: GapSettings, out: Path, quiet: bool = False, execut
     """Run (or resume) the task ladder and the sample-complexity curves on ``executor``, in phases (each
     needs the one before: kernels give the NTK networks' lr, the tuning the muP base lr); return tables,
     figures, claims."""
+    for name in s.tasks:  # the widest networks must fit before anything is run
+        task = load_task(name, s.seed)
+        check_training_fits(_spec(task, "ntk", max(s.widths), s), s.networks, len(task.y_train),
+                            torch.float64, s.device)
+    for name in s.curve_tasks:
+        curve = curve_task(name, s.curve_sizes, s.seed)
+        check_training_fits(_spec(curve, "mup", s.curve_width, s), s.networks, max(s.curve_sizes),
+                            torch.float64, s.device)
     run_id = store.start_run("gap", s.to_dict(), s.seed, executor)
     tasks = list(dict.fromkeys((*s.tasks, *s.curve_tasks)))  # curves use the eta tuned on the ladder's task
 

@@ -34,6 +34,7 @@ from torch.func import vjp
 from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import linearise, mup_gd, train_gd
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
@@ -180,10 +181,12 @@ def run_inside(store: Store, s: InsideSettings, out: Path, quiet: bool = False,
                executor=None) -> dict[str, Any]:
     """Run (or resume) every (parametrization, width) cell on ``executor``; return tables, figures and
     claims."""
+    task = load_task(s.task, s.seed)  # the widest networks must fit before anything is run
+    widest = NetworkSpec(task.dim, (max(s.widths),), "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b)
+    check_training_fits(widest, s.networks, len(task.y_train), torch.float64, s.device)
     run_id = store.start_run("inside", s.to_dict(), s.seed, executor)
     done = store.done_cells("inside_cells", run_id, ["parametrization", "width"])
     todo = [(p, w) for p in s.parametrizations for w in s.widths if (p, w) not in done]
-    task = load_task(s.task, s.seed) if todo else None
     run_cells(executor, solution_cell, todo, store.appender("inside_cells", run_id),
               "kernel-solution cells", quiet, before=(s.task, task), after=(s,))
     store.finish_run(run_id)

@@ -30,6 +30,7 @@ from scipy import stats
 from nnbias.engines.empirical import spec_empirical_ntk, structured_ntk
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import train_gd
 from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
@@ -193,6 +194,11 @@ def _kernels_work(table: str, name: str, s: KernelsSettings) -> pd.DataFrame:
 def run_kernels(store: Store, s: KernelsSettings, out: Path, quiet: bool = False,
                 executor=None) -> dict[str, Any]:
     """Run (or resume) the experiment's units on ``executor``; return tables, figures and claims."""
+    for name in s.tasks:  # the widest networks must fit before anything is run
+        task = load_task(name, s.seed)
+        widest = NetworkSpec(task.dim, (max(s.widths),) * s.depth, "relu", sigma_w=s.sigma_w,
+                             sigma_b=s.sigma_b, parametrization="ntk")
+        check_training_fits(widest, s.networks, len(task.y_train), torch.float64, s.device)
     run_id = store.start_run("kernels", s.to_dict(), s.seed, executor)
     done = store.done_cells("kernels_results", run_id, ["task"])
     todo = [("kernels_results", n) for n in s.tasks if (n,) not in done]

@@ -43,7 +43,7 @@ import torch
 
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
-from nnbias.engines.memory import check_gram_fits
+from nnbias.engines.memory import check_gram_fits, check_training_fits
 from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
 from nnbias.errors import check_device, check_int, check_positive, check_seed, require
 from nnbias.estimators import verdicts as v
@@ -232,6 +232,10 @@ def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = Fal
     """Run (or resume) every (pair, n_B) cell on ``executor``, after pretraining each distinct A once
     (pairs that share A share its pretraining); return tables, figures and claims."""
     pairs = {name: task_pair(name, s.seed, max(s.sizes)) for name in s.pairs}  # bad sizes fail here
+    for pair in pairs.values():  # the networks must fit before anything is run
+        for task in (pair.a, pair.b):
+            check_training_fits(_spec(task.dim, "ntk", s), s.networks, len(task.y_train), torch.float64,
+                                s.device)
     run_id = store.start_run("transfer", s.to_dict(), s.seed, executor)
     done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
     todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
