@@ -166,8 +166,10 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     trainable = trainable or [True] * len(params)
     require(len(trainable) == len(params), f"trainable has {len(trainable)} entries for {len(params)} "
                                            "parameter tensors; give one per tensor")
-    per_net = sum(p[0].numel() for p in params)  # what the steps hold: a clone of the parameters, the
-    copies = 5 + (config.optimizer == "adam")  # state (and Adam's second), gradients, 2 update temporaries
+    # what the steps hold per network: a clone of the parameters, the optimizer state (and Adam's second
+    # moments), the gradients and two update temporaries
+    per_net = sum(p[0].numel() for p in params)
+    copies = 5 + (config.optimizer == "adam")
     check_fits(k, copies * per_net, dtype, params[0].device,
                f"{per_net} parameters (training: a clone, gradients, optimizer state, update temporaries)")
     # frozen tensors need no gradient: autograd then does not backpropagate into them
