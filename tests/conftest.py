@@ -10,13 +10,6 @@ def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
-        # the controller compiles dcor's gufuncs once, before the test processes all import it at
-        # collection: compiled by two at once on a fresh install, numba's cache ended in a state
-        # that aborts every later import (no test ran)
-        from nnbias.experiments.posterior import energy_test
-
-        energy_test()
 
 
 def pytest_addoption(parser):

@@ -73,26 +73,6 @@ def test_a_cell_that_keeps_killing_workers_is_one_clear_error():
         dask.close()
 
 
-def _has_dcor() -> bool:
-    import sys
-
-    return "dcor" in sys.modules
-
-
-def test_a_cache_is_warmed_on_one_worker_per_host_before_the_others_read_it():
-    """dcor's numba cache races between processes compiling at once, so one worker of each host
-    (here: one of two on this machine) imports it first; the other has not touched it."""
-    from nnbias.experiments.posterior import energy_test
-
-    dask = DaskExecutor(workers=2)
-    try:
-        assert sorted(dask.client.run(_has_dcor).values()) == [False, False]
-        dask.once_per_host(energy_test)
-        assert sorted(dask.client.run(_has_dcor).values()) == [False, True]
-    finally:
-        dask.close()
-
-
 def test_prepared_device_check_runs_every_engine_path_on_this_machine():
     """benchmarks/gpu_check.py, the script a GPU session runs, on the CPU with tiny sizes: every engine's
     device code path runs here too (no GPU-only code that CI never sees) and agrees with the CPU's."""

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dcor.homogeneity import energy_test
 from scipy import stats
 
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.errors import NNBiasError
 from nnbias.estimators import verdicts as v
+from nnbias.estimators.energy import energy_test
 from nnbias.estimators.scaling import weighted_power_law
 from nnbias.experiments import bound, gibbs, posterior, routes
 from nnbias.store import Store
@@ -62,12 +62,11 @@ def test_energy_test_has_its_null_and_sees_a_shift():
     for seed in range(20):
         a = sample_ensemble(spec, 200, torch.Generator().manual_seed(2 * seed))
         b = sample_ensemble(spec, 200, torch.Generator().manual_seed(2 * seed + 1))
-        p_null.append(energy_test(posterior.incoming(a, 0), posterior.incoming(b, 0), num_resamples=99,
-                                  random_state=seed).pvalue)
+        p_null.append(energy_test(posterior.incoming(a, 0), posterior.incoming(b, 0), 99, seed).p_value)
     assert stats.kstest(p_null, "uniform").pvalue > 1e-3
     a = sample_ensemble(spec, 400, torch.Generator().manual_seed(100))
     b = posterior.incoming(sample_ensemble(spec, 400, torch.Generator().manual_seed(101)), 0) + 0.25
-    assert energy_test(posterior.incoming(a, 0), b, num_resamples=99, random_state=0).pvalue < 0.02
+    assert energy_test(posterior.incoming(a, 0), b, 99, 0).p_value < 0.02
 
 
 def test_posterior_cells_fit_s_and_resume(tmp_path, monkeypatch):

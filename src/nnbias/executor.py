@@ -112,18 +112,6 @@ class DaskExecutor:
         self._on_join = on_join
         return list(found.values())
 
-    def once_per_host(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` on one worker of each host and wait for it: a cache that ``fn`` writes to a
-        host's disk (numba's, which races between processes that compile at once) is then there
-        before that host's other workers read it. The first host goes alone, so hosts that share
-        one installation (e.g. over NFS) read the cache it wrote instead of writing it together."""
-        from urllib.parse import urlsplit
-
-        hosts = list({urlsplit(w).hostname: w for w in self.client.scheduler_info()["workers"]}.values())
-        for group in (hosts[:1], hosts[1:]):
-            if group:
-                self.client.run(fn, workers=group)
-
     def _came_from(self, worker: str) -> None:
         """Report ``worker``'s machine the first time one of its units comes back."""
         from nnbias.provenance import environment

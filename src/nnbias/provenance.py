@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nnbias import __version__
 
-DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "dask", "dcor", "sympy",
+DEPENDENCIES = ("torch", "numpy", "scipy", "duckdb", "pandas", "matplotlib", "dask", "sympy",
                 "scikit-learn", "numba", "mnist1d")
 MACHINE = ("cpu", "cpu_capability", "gpu")
 

@@ -23,8 +23,8 @@ uncentred y^T K y / (||K|| ||y||^2) in a trial): its *gain* over the prior's
 towards the task; for the readout the representation is the function itself.
 Weight space: the incoming weights (and bias) of one neuron
 per network, posterior against prior, by the energy distance with a
-permutation test (``dcor``; neurons are exchangeable, so neuron 0 is a random
-one). The gain's width exponent is fitted to the raw gains with their errors
+permutation test (``estimators.energy``; neurons are exchangeable, so neuron 0 is a
+random one). The gain's width exponent is fitted to the raw gains with their errors
 (``estimators.scaling.weighted_power_law``): a gain that has reached the noise
 floor at large widths is a measurement, not a missing point.
 
@@ -34,7 +34,6 @@ Each (width, method) cell is stored when done; a rerun skips it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,9 @@ from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
 from nnbias.estimators import verdicts as v
+from nnbias.estimators.energy import energy_test
 from nnbias.estimators.scaling import weighted_power_law
-from nnbias.executor import DaskExecutor, run_cells
+from nnbias.executor import run_cells
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures.features import kernel_distance, linear_cka
 from nnbias.report import figures
@@ -185,10 +185,10 @@ def mp_edge(nets: Ensemble, layer: int) -> float:
     return (1 + math.sqrt(fan_in / fan_out)) ** 2
 
 
-def incoming(nets: Ensemble, layer: int) -> np.ndarray:
+def incoming(nets: Ensemble, layer: int) -> torch.Tensor:
     """(K, fan_in + 1) raw incoming weights and bias of neuron 0 of ``layer`` in each network."""
     w, b = nets.weights[layer][:, 0, :], nets.biases[layer]
-    return (w if b is None else torch.cat([w, b[:, :1]], 1)).double().cpu().numpy()
+    return (w if b is None else torch.cat([w, b[:, :1]], 1)).double()
 
 
 def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings) -> pd.DataFrame:
@@ -228,10 +228,9 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
         if nets.size >= 2:
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample
-            test = energy_test()(incoming(nets, layer), incoming(prior, layer)[:nets.size],
-                               num_resamples=s.permutations,
-                               random_state=chunk_seed(s.seed, width + layer) % 2**32)
-            energy, p_value = 2 * float(test.statistic) / nets.size, float(test.pvalue)  # n m / (n + m) E
+            test = energy_test(incoming(nets, layer), incoming(prior, layer)[:nets.size], s.permutations,
+                               chunk_seed(s.seed, width + layer))
+            energy, p_value = test.distance, test.p_value
         else:
             energy = p_value = math.nan
         rows.append({"width": width, "method": method,
@@ -273,16 +272,6 @@ def fit_exponents(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "layer", "amplitude", "exponent", "ci95"])
 
 
-def energy_test() -> Callable[..., Any]:
-    """dcor's energy test, imported on first use (dcor compiles numba gufuncs at import: seconds).
-    Import it in one process before several do at once: numba's on-disk cache of gufuncs races
-    between processes that compile together (numba issue 10128) and can be left in a state that
-    aborts every later import of dcor (seen when two test processes collected at once)."""
-    from dcor.homogeneity import energy_test as test
-
-    return test
-
-
 def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = False,
                   executor=None) -> dict[str, Any]:
     """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
@@ -290,10 +279,6 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
-    if todo:  # compiled and cached here and on one worker per host, before the others import it
-        energy_test()
-        if isinstance(executor, DaskExecutor):
-            executor.once_per_host(energy_test)
     run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),
               "posterior cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
