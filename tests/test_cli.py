@@ -205,12 +205,19 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, 
     (["kernels", "--widths", "64,10000000"], "networks of 64-10000000-1 relu"),
     (["features", "--widths", "64,3000000", "--depth", "1"], "trained on 256 inputs (the parameters twice"),
     (["transfer", "--width", "3000000"], "networks of 16-3000000-1 relu"),
-    # an allocation nothing checks beforehand: the allocator's own refusal, in one line
-    (["routes", "--readouts", str(10**12), "--widths", "2", "--samples", "10"], "out of memory: "),
+    (["architectures", "--tasks", "digits-10", "--cnn-widths", "4,1000000"],
+     "3 networks of 1x8x8 -> conv2d:1000000:3:same:2"),
+    (["posterior", "--widths", "8,3000000"], "1600 networks of 7-3000000-3000000-1 relu"),
+    (["bound", "--tasks", "bool7-0011", "--networks", "100000000000"], "trained on 64 inputs"),
+    (["gibbs", "--chains", "100000000000"], "100000000000 networks of 5-4-1 relu"),
+    (["routes", "--readouts", str(10**12), "--widths", "2", "--samples", "10"],
+     "10 networks of 7-2-1 relu gaussian(sw=1, sb=1) {0,1} with 1000000000000 readouts each"),
+    # an allocation nothing checks beforehand (the sampler's chunk): the allocator's refusal, in one line
+    (["pfmap", "--hidden", "30000000", "--samples", "1000"], "out of memory: "),
     (["bench", "kernels", "--n", "1e6"], "n=1000000 is not allowed: its 1000000 x 1000000 Gram matrix"),
 ])
 def test_a_count_beyond_memory_is_one_line_and_leaves_no_run(tmp_path, args, needle, monkeypatch, capsys):
-    """Sweeps whose widest networks cannot be held fail before a run is written; the other counts only
+    """Experiments whose widest networks cannot be held fail before a run is written; the other counts only
     once it has started (they are fine until memory is asked for). Either way the error is one line
     and no run, with nothing in it to resume, is left `running` in the store."""
     from nnbias import cli

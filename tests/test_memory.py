@@ -90,3 +90,43 @@ def test_a_benchmark_case_that_fails_in_its_spawned_child_is_reported_by_the_par
     with pytest.raises(NNBiasError, match=r"^benchmark case 'empirical' at n=1000000 failed: 1 networks of "
                                           r"32-512-512-512-1 .* \(the NTK's layer inputs"):
         _measure("empirical", 10**6, "float32")
+
+
+def test_a_benchmark_child_killed_before_it_answers_is_one_line():
+    """The benchmark's child killed from outside (as the kernel's OOM killer would) before it answers:
+    the parent names the case and the exit code instead of waiting forever."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    from nnbias.bench import _measure
+
+    errors: list[str] = []
+
+    def measure() -> None:
+        try:
+            _measure("analytic", 3000, "float64")
+        except NNBiasError as err:
+            errors.append(str(err))
+
+    waiting = threading.Thread(target=measure)
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)  # still importing torch: no answer
+    waiting.join(60)
+    assert errors == ["benchmark case 'analytic' at n=3000 died (exit code -9) before it answered; "
+                      "try a smaller n"]
+
+
+def test_activations_count_every_layer_output_below_the_readout():
+    from nnbias.layers import LayeredSpec
+
+    assert NetworkSpec(7, (40, 30)).activations == 2 * (40 + 30)  # pre- and post-activation
+    assert NetworkSpec(7).activations == 0  # a perceptron keeps none
+    cnn = LayeredSpec((1, 8, 8), "conv2d:4:3:same:2,relu,conv2d:6:3:same:2,relu,flatten,dense:10")
+    assert cnn.activations == 2 * 4 * 4 * 4 + 2 * 6 * 2 * 2  # 8x8 -> 4x4 -> 2x2; flatten is a view
+    assert LayeredSpec((9,), "dense:14,relu,dense:1").activations == 28

@@ -503,6 +503,13 @@ class LayeredSpec:
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes())
 
+    @property
+    def activations(self) -> int:
+        """Numbers one input leaves in one network's forward pass with autograd: every layer's output
+        below the readout (a flatten is a view of its input and costs nothing)."""
+        return sum(math.prod(shape) for layer, shape in zip(self.stack[:-1], self.shapes[1:-1], strict=True)
+                   if not isinstance(layer, Flatten))
+
     def param_shapes(self) -> list[tuple[int, ...]]:
         """Per-network parameter shapes in order (weight, bias of each layer that has any)."""
         out = []

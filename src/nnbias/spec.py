@@ -110,6 +110,12 @@ class NetworkSpec:
     def n_params(self) -> int:
         return sum(i * o + (o if self.bias else 0) for i, o in self.layer_sizes)
 
+    @property
+    def activations(self) -> int:
+        """Numbers one input leaves in one network's forward pass with autograd: each hidden layer's
+        pre- and post-activation."""
+        return 2 * sum(self.hidden)
+
     def weight_scale(self, fan_in: int, readout: bool = False) -> float:
         """Standard deviation of one effective weight entry of a layer with this fan-in
         (sigma_w/fan_in for the readout of ``mup`` and ``mean-field``)."""

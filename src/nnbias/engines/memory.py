@@ -14,11 +14,15 @@ import contextlib
 import functools
 import math
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from nnbias.errors import NNBiasError
 from nnbias.spec import NetworkSpec
+
+if TYPE_CHECKING:  # layers imports the engines, which import this module
+    from nnbias.layers import LayeredSpec
 
 
 @functools.cache
@@ -83,11 +87,12 @@ def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str |
                           f"(a square one fits up to {math.isqrt(have // dtype.itemsize)} points)")
 
 
-def check_training_fits(spec: NetworkSpec, networks: int, points: int, dtype: torch.dtype,
+def check_training_fits(spec: NetworkSpec | LayeredSpec, networks: int, points: int, dtype: torch.dtype,
                         device: str | torch.device) -> None:
     """Refuse, before a run is written, ``networks`` networks of ``spec`` that cannot hold what training
-    them on ``points`` inputs surely needs: the parameters twice (the draws and the trained copy) and
-    each hidden layer's pre- and post-activations. A lower bound: what passes may still be refused
-    at an allocation, but what fails here would fail there, after the cells before it."""
-    check_fits(networks, 2 * spec.n_params + 2 * points * sum(spec.hidden), dtype, device,
+    them on ``points`` inputs at once surely needs: the parameters twice (the draws and the trained
+    copy) and each hidden layer's activations (``spec.activations`` per input). A lower bound: what
+    passes may still be refused at an allocation, but what fails here would fail there, after the
+    cells before it."""
+    check_fits(networks, 2 * spec.n_params + points * spec.activations, dtype, device,
                f"{spec.describe()} trained on {points} inputs (the parameters twice and the activations)")

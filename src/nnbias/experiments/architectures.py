@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.serial import SerialKernelFn, network_fn, sample_serial, serial_function_counts
 from nnbias.engines.training import TrainConfig, train
@@ -261,6 +262,10 @@ def run_architectures(
     store: Store, s: ArchitecturesSettings, out: Path, quiet: bool = False, executor=None
 ) -> dict[str, Any]:
     """Run (or resume) every cell on ``executor``; return the tables, figures and claims."""
+    for t in s.tasks:  # the widest networks must fit (on a minibatch) before anything is run
+        batch = min(s.batch, len(load_task(t, s.seed).y_train))
+        for model, widths in (("mlp", s.mlp_widths), ("cnn", s.cnn_widths)):
+            check_training_fits(model_spec(t, model, max(widths)), s.networks, batch, torch.float32, s.device)
     run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])

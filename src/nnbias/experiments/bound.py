@@ -33,6 +33,7 @@ from scipy import stats
 from nnbias.engines.bayes import fit_count
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_seed, require
@@ -149,6 +150,10 @@ def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False,
               executor=None) -> dict[str, Any]:
     """Run (or resume) every (task, m, corruption) cell on ``executor``; return the table, figure and
     claims."""
+    for t in s.tasks:  # each task's largest S must fit its networks before anything is run
+        m = max(SIZES[t])
+        check_training_fits(NetworkSpec(TASKS[t](m, s.seed).dim, s.hidden), s.networks, m, torch.float64,
+                            s.device)
     run_id = store.start_run("bound", s.to_dict(), s.seed, executor)
     done = store.done_cells("bound_cells", run_id, ["task", "m", "corruption"])
     todo = [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions if (t, m, c) not in done]

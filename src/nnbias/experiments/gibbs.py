@@ -38,6 +38,7 @@ from nnbias.engines.bayes import (
     mean_losses,
 )
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
+from nnbias.engines.memory import check_fits, check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_positive, check_seed, require
@@ -179,6 +180,9 @@ def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False,
     """Run (or resume) the reference, then every Langevin step size and SGD setting on ``executor``;
     judge the claims."""
     task = load_task(s)
+    spec = spec_for(task, s)  # the reference's draws and each cell's chains must fit before anything is run
+    check_fits(s.draws, spec.n_params, torch.float32, s.device, spec.describe())
+    check_training_fits(spec, s.chains, s.train, torch.float32, s.device)
     run_id = store.start_run("gibbs", s.to_dict(), s.seed, executor)
     if not store.done_cells("gibbs_references", run_id, ["temperature"]):
         store.append_rows("gibbs_references", run_id, references(task, s))

@@ -41,6 +41,7 @@ import torch
 
 from nnbias.engines.bayes import fit_mask, rejection_posterior
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
+from nnbias.engines.memory import check_fits, check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
@@ -167,6 +168,12 @@ def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False,
     """Run (or resume) every (width, route) cell on ``executor``; compare the routes pairwise; judge the
     claims."""
     task = load_task(s)
+    # before anything is run: the widest cell's networks trained on S, and their readouts drawn at once
+    # (each network's R readouts and their outputs on S and E)
+    widest, inputs = spec_for(max(s.widths)), s.train + s.test
+    check_training_fits(widest, s.samples, s.train, torch.float32, s.device)
+    check_fits(s.samples, s.readouts * (max(s.widths) + 1 + inputs), torch.float32, s.device,
+               f"{widest.describe()} with {s.readouts} readouts each on {inputs} inputs")
     run_id = store.start_run("routes", s.to_dict(), s.seed, executor)
     done = store.done_cells("routes_cells", run_id, ["width", "route"])
     todo = [(w, r) for w in s.widths for r in ROUTES if (w, r) not in done]
