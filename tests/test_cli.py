@@ -167,6 +167,10 @@ def test_theorem_on_pm1_tests_its_own_statement(tmp_path):
     (["bench", "kernels", "--neural-tangents", "/no/such/python"], "cannot be run (No such file"),
     (["bench", "kernels", "--neural-tangents", sys.executable], "No module named"),
     (["show", "no-such-run"], "does not exist; run an experiment first"),
+    # each chunk is a row of the store and an entry of the run's to-do list: 10^12 of them fit nowhere
+    (["pfmap", "--samples", "1e12", "--chunk-size", "1"],
+     "samples=1000000000000 in chunks of 1 is 1000000000000 chunks, more than the 10,000,000"),
+    (["sgd-vs-bayes", "--runs", "1e12"], "runs=1000000000000 in chunks of 250 is 4000000000 chunks"),
     (["export", "no-such-run", "--csv", "out"], "does not exist; run an experiment first"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle, monkeypatch, capsys):

@@ -23,6 +23,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nnbias.errors import NNBiasError, check_int
 
+MAX_CHUNKS = 10**7  # a run's chunks are rows of the store and entries of its to-do list
+
+
+def chunk_count(name: str, total: int, chunk_size: int) -> int:
+    """How many chunks ``total`` units in chunks of ``chunk_size`` make, refused beyond MAX_CHUNKS (a
+    run of 10^12 single-network chunks would first build a to-do list that no memory holds)."""
+    count = -(-total // chunk_size)
+    if count > MAX_CHUNKS:
+        raise NNBiasError(f"{name}={total} in chunks of {chunk_size} is {count} chunks, more than the "
+                          f"{MAX_CHUNKS:,} a run can track (each is a row of the store); ask for fewer, or "
+                          f"for chunks of at least {-(-total // MAX_CHUNKS)}")
+    return count
+
+
+def chunk_length(total: int, chunk_size: int, chunk: int) -> int:
+    """Units in chunk ``chunk`` of ``total`` in chunks of ``chunk_size`` (the last may be short)."""
+    return min(chunk_size, total - chunk * chunk_size)
+
 
 def _single_threaded(fn: Callable[[int], Any], chunk: int) -> Any:
     """Run one chunk with one intra-op thread: parallelism comes from running chunks side by side."""

@@ -7,14 +7,13 @@ check's variants and the exact-volume comparison are all such runs.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
 from nnbias.errors import NNBiasError, check_device, check_int, check_seed
-from nnbias.executor import LocalExecutor, run_chunks
+from nnbias.executor import LocalExecutor, chunk_count, chunk_length, run_chunks
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 from nnbias.tasks.boolean import check_n_bits, packed_to_strings
@@ -23,7 +22,7 @@ DEFAULT_CHUNK = 2**16
 
 
 FLOAT32_HEADROOM = 1e30  # sigma_w^(layers) * sigma_b must stay this far below float32's 3.4e38
-MAX_SAMPLES = 10**12  # a run's chunk list must fit in memory; 100x the papers' largest (10^10)
+MAX_SAMPLES = 10**12  # 100x the papers' largest (10^10), days at a million networks/s
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,7 @@ class SamplingConfig:
         object.__setattr__(self, "seed", check_seed(self.seed))
         object.__setattr__(self, "chunk_size", check_int("chunk_size", self.chunk_size, minimum=1))
         object.__setattr__(self, "batch", check_int("batch", self.batch, minimum=1))
+        chunk_count("samples", self.samples, self.chunk_size)
         check_device(self.device)
         # the sampler computes in float32: an output scale near its range (3.4e38) overflows silently
         scale = max(self.spec.sigma_w, 1.0) ** (len(self.spec.hidden) + 1) * max(self.spec.sigma_b, 1.0)
@@ -55,10 +55,8 @@ class SamplingConfig:
                               f"activations would reach ~{scale:.1e} (allowed up to {FLOAT32_HEADROOM:.0e})")
 
     @property
-    def chunks(self) -> list[int]:
-        """Number of networks in each chunk (the last one may be short)."""
-        n = math.ceil(self.samples / self.chunk_size)
-        return [min(self.chunk_size, self.samples - i * self.chunk_size) for i in range(n)]
+    def n_chunks(self) -> int:
+        return chunk_count("samples", self.samples, self.chunk_size)
 
     def to_dict(self) -> dict[str, Any]:
         # on a GPU torch's normal_ fills in blocks, so how draws map to networks depends on the
@@ -69,8 +67,8 @@ class SamplingConfig:
 
 
 def _chunk_task(config: SamplingConfig, chunk: int) -> FunctionCounts:
-    return sample_chunk(config.spec, config.seed, chunk, config.chunks[chunk],
-                        device=config.device, batch=config.batch)
+    size = chunk_length(config.samples, config.chunk_size, chunk)
+    return sample_chunk(config.spec, config.seed, chunk, size, device=config.device, batch=config.batch)
 
 
 def run_sampling(store: Store, config: SamplingConfig, executor=None, experiment: str = "pfmap",
@@ -81,7 +79,8 @@ def run_sampling(store: Store, config: SamplingConfig, executor=None, experiment
     after a crash or Ctrl-C finishes the run without redoing or double-counting.
     """
     run_id = store.start_run(experiment, config.to_dict(), config.seed, executor)
-    todo = [c for c in range(len(config.chunks)) if c not in store.done_chunks(run_id)]
+    done = store.done_chunks(run_id)
+    todo = [c for c in range(config.n_chunks) if c not in done]
     n = config.spec.input_dim
 
     def commit(chunk: int, result: FunctionCounts) -> None:

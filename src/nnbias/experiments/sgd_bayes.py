@@ -34,7 +34,7 @@ from nnbias.errors import check_device, check_int, check_seed, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
-from nnbias.executor import LocalExecutor, run_chunks
+from nnbias.executor import LocalExecutor, chunk_count, chunk_length, run_chunks
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.experiments.sampling import SamplingConfig, run_sampling
 from nnbias.report import figures
@@ -99,6 +99,7 @@ class SgdBayesSettings:
     def __post_init__(self) -> None:
         for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
             check_int(name, getattr(self, name), minimum=1)
+        chunk_count("runs", self.runs, self.chunk_size)
         check_seed(self.seed)
         check_device(self.device)
         for task in self.tasks:  # names only: building the data sets here would be done twice
@@ -125,10 +126,10 @@ def task_spec(task: Dataset, s: SgdBayesSettings) -> NetworkSpec:
     return NetworkSpec(task.dim, s.hidden, "relu", sigma_w=1.0, sigma_b=1.0)
 
 
-def _train_chunk(spec: NetworkSpec, task: Dataset, config: TrainConfig, last: bool, seed: int,
-                 sizes: list[int], device: str, chunk: int) -> TrainedChunk:
-    return trained_functions(spec, task.x_train, task.y_train, task.x_test, config, seed, chunk,
-                             sizes[chunk], last_layer=last, device=device)
+def _train_chunk(spec: NetworkSpec, task: Dataset, config: TrainConfig, last: bool, s: SgdBayesSettings,
+                 chunk: int) -> TrainedChunk:
+    return trained_functions(spec, task.x_train, task.y_train, task.x_test, config, s.seed, chunk,
+                             chunk_length(s.runs, s.chunk_size, chunk), last_layer=last, device=s.device)
 
 
 def check_batch(method: str, config: TrainConfig, task: Dataset) -> None:
@@ -154,20 +155,19 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     spec = task_spec(task, s)
     config, last = parse_method(method, s.lr, s.max_epochs)
     check_batch(method, config, task)
-    sizes = [min(s.chunk_size, s.runs - i) for i in range(0, s.runs, s.chunk_size)]
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
                   "chunk_size": s.chunk_size, "device": s.device, "seed": s.seed}
     run_id = store.start_run("psgd", run_config, s.seed, executor)
-    todo = [c for c in range(len(sizes)) if c not in store.done_chunks(run_id)]
+    done = store.done_chunks(run_id)
+    todo = [c for c in range(chunk_count("runs", s.runs, s.chunk_size)) if c not in done]
     bits = len(task.y_test)
 
     def commit(chunk: int, result: TrainedChunk) -> None:
         store.commit_function_chunk(run_id, chunk, bits, packed_to_bit_strings(result.functions.tables, bits),
                                     result.functions.counts, stats=("psgd_chunks", result.stats()))
 
-    run_chunks(executor or LocalExecutor(), functools.partial(_train_chunk, spec, task, config, last,
-                                                              s.seed, sizes, s.device),
+    run_chunks(executor or LocalExecutor(), functools.partial(_train_chunk, spec, task, config, last, s),
                todo, commit, f"P_SGD {task_name} {method}", quiet=quiet)
     store.finish_run(run_id)
     return run_id
