@@ -4,6 +4,9 @@ Each case asks for more than this machine has (its available RAM, read from /pro
 tensors that cost nothing to hold (a few inputs, or parameters that are stride-0 views of one
 network), and checks that the refusal names the count; the same calls within memory pass."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -130,3 +133,122 @@ def test_activations_count_every_layer_output_below_the_readout():
     cnn = LayeredSpec((1, 8, 8), "conv2d:4:3:same:2,relu,conv2d:6:3:same:2,relu,flatten,dense:10")
     assert cnn.activations == 2 * 4 * 4 * 4 + 2 * 6 * 2 * 2  # 8x8 -> 4x4 -> 2x2; flatten is a view
     assert LayeredSpec((9,), "dense:14,relu,dense:1").activations == 28
+
+
+@pytest.fixture
+def cgroup_tree(tmp_path, monkeypatch):
+    """Builds a cgroup file system as the kernel lays it out (v1 or v2) in ``tmp_path``, which nnbias
+    then reads instead of this machine's; the cached total is forgotten before and after."""
+    from nnbias.engines import memory
+
+    def build(membership: str, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            (tmp_path / "cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "cgroup" / name).write_text(text)
+        (tmp_path / "self").write_text(membership)
+        monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "self")
+        monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "cgroup")
+        memory._total_bytes.cache_clear()
+
+    yield build
+    memory._total_bytes.cache_clear()
+
+
+def test_a_cgroup_v2_job_limit_and_its_parents_are_read(cgroup_tree):
+    """A batch job's step inside its job (SLURM's layout): the job's limit binds; the step has none."""
+    from nnbias.engines.memory import CgroupMemory, cgroup_memory
+
+    cgroup_tree("0::/job_7/step_0\n", {
+        "memory.stat": "anon 1\n",  # the root cgroup has no memory.max: no limit there
+        "job_7/memory.max": "1000000000\n", "job_7/memory.current": "600000000\n",
+        "job_7/memory.stat": "anon 500000000\ninactive_file 100000000\nactive_file 0\n",
+        "job_7/step_0/memory.max": "max\n", "job_7/step_0/memory.current": "500000000\n",
+        "job_7/step_0/memory.stat": "inactive_file 0\n"})
+    assert cgroup_memory() == [CgroupMemory(1_000_000_000, 600_000_000, 100_000_000)]
+    assert device_bytes("cpu") == 500_000_000  # limit - used + the page cache the kernel reclaims first
+
+
+def test_a_cgroup_v1_limit_beside_other_controllers_is_read(cgroup_tree):
+    from nnbias.engines.memory import UNLIMITED, CgroupMemory, cgroup_memory
+
+    cgroup_tree("5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n", {
+        "memory/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "unlimited"
+        "memory/docker/memory.limit_in_bytes": str(UNLIMITED + 1),
+        "memory/docker/abc/memory.limit_in_bytes": "2147483648\n",
+        "memory/docker/abc/memory.usage_in_bytes": "1073741824\n",
+        "memory/docker/abc/memory.stat": "cache 5\ntotal_inactive_file 4096\n"})
+    assert cgroup_memory() == [CgroupMemory(2**31, 2**30, 4096)]
+    with pytest.raises(NNBiasError, match=r"more than the 1 GiB free on this machine; at most 262145 fit"):
+        check_fits(10**6, 1024, torch.float32, "cpu", "a test network")  # 4 GB: within RAM, not the job
+
+
+def test_a_container_that_sees_only_its_own_cgroup_reads_the_mount_root(cgroup_tree, tmp_path):
+    """Docker without a cgroup namespace names the host's path, which the container's mount lacks."""
+    from nnbias.engines.memory import CgroupMemory, cgroup_memory
+
+    cgroup_tree("0::/system.slice/docker-abc.scope\n", {
+        "memory.max": "4294967296\n", "memory.current": "1000\n", "memory.stat": "inactive_file 24\n"})
+    assert cgroup_memory() == [CgroupMemory(2**32, 1000, 24)]
+    cgroup_tree("0::/\n", {"memory.max": "max\n"})
+    assert cgroup_memory() == []
+    (tmp_path / "self").unlink()  # no /proc (macOS): nothing to read
+    assert cgroup_memory() == []
+
+
+def _own_memory_cgroup() -> Path | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    return None
+
+
+def test_a_real_cgroup_limit_is_what_a_process_inside_it_sees(tmp_path):
+    """A child memory cgroup (v1) with a 1 GiB limit, made for this test where this machine lets it
+    (root): a process started inside reads at most that, though the machine has more."""
+    import subprocess
+    import sys
+    import uuid
+
+    own = _own_memory_cgroup()
+    if own is None or not os.access(own, os.W_OK):
+        pytest.skip("no writable cgroup v1 memory controller here (needs root and cgroup v1)")
+    child = own / f"nnbias-test-{uuid.uuid4().hex[:8]}"
+    try:
+        child.mkdir()
+        (child / "memory.limit_in_bytes").write_text(str(2**30))
+    except OSError as err:
+        pytest.skip(f"cannot make a memory cgroup here: {err}")
+    try:
+        def enter() -> None:
+            (child / "cgroup.procs").write_text(str(os.getpid()))
+
+        seen = subprocess.run([sys.executable, "-c", "from nnbias.engines.memory import device_bytes; "
+                               "print(device_bytes('cpu'))"], capture_output=True, text=True,
+                              preexec_fn=enter, check=True)
+        assert 0 < int(seen.stdout) <= 2**30 < device_bytes("cpu")
+    finally:
+        child.rmdir()
+
+
+def _room_and_refusal() -> tuple[int, str]:
+    from nnbias.engines.memory import check_fits, device_bytes
+
+    try:
+        check_fits(3 * 2**20, 1024, torch.float32, "cpu", "a test network")  # 12 GiB
+    except NNBiasError as err:
+        return device_bytes("cpu"), str(err)
+    return device_bytes("cpu"), ""
+
+
+def test_a_dask_worker_sees_its_memory_limit_not_the_machine():
+    """A worker of a real local cluster limited to 1 GiB (its nanny restarts it past 95 %): what it
+    reads is within that, and a buffer within this machine's memory but not the worker's is refused
+    there in one line, not run until the nanny kills it."""
+    from distributed import Client, LocalCluster
+
+    with (LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                       dashboard_address=None) as cluster, Client(cluster) as client):
+        room, refusal = client.submit(_room_and_refusal).result()
+    assert 0 < room <= 0.95 * 2**30
+    assert refusal.startswith("3145728 networks of a test network (1024 numbers each) need 12 GiB, more than")

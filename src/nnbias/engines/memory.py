@@ -14,7 +14,9 @@ import contextlib
 import functools
 import math
 import os
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -25,25 +27,89 @@ if TYPE_CHECKING:  # layers imports the engines, which import this module
     from nnbias.layers import LayeredSpec
 
 
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as the largest page-aligned int64
+
+
+class CgroupMemory(NamedTuple):
+    limit: int
+    used: int  # bytes charged to the cgroup, its page cache included
+    reclaimable: int  # inactive page cache, which the kernel drops before it kills
+
+
+def cgroup_memory() -> list[CgroupMemory]:
+    """The memory limit of this process's cgroup and of each cgroup above it (v1 and v2), the limit a
+    container, a Kubernetes pod or a batch job (SLURM) sets, which ``/proc/meminfo`` does not show:
+    there a request within the machine's memory but over the job's ends in the OOM killer. Empty
+    where no limit is set or nothing can be read."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            base, files = CGROUP_ROOT, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            base, files = CGROUP_ROOT / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                   "total_inactive_file")
+        else:
+            continue
+        folder = base / path.strip().lstrip("/")
+        while True:  # a path that is not mounted here (a container's view of the host's) ends at base
+            with contextlib.suppress(OSError, ValueError):
+                limit = (folder / files[0]).read_text().strip()
+                if limit != "max" and int(limit) < UNLIMITED:
+                    stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+                    found.append(CgroupMemory(int(limit), int((folder / files[1]).read_text()),
+                                              int(stat.get(files[2], 0))))
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return found
+
+
 @functools.cache
 def _total_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min([physical, *(c.limit for c in cgroup_memory())])
 
 
 def device_bytes(device: str | torch.device) -> int:
     """Memory ``device`` can give now: the GPU's free memory plus what torch's caching allocator holds
-    unused, or this machine's available RAM (``MemAvailable``: free plus reclaimable caches). Not the
-    total: a buffer near the total is granted by the allocator and then ends the process by the
-    kernel's OOM killer as its pages are touched."""
+    unused, or this machine's available RAM (``MemAvailable``: free plus reclaimable caches), or less
+    where a cgroup's limit or a Dask worker's leaves less. Not the total: a buffer near the total is
+    granted by the allocator and then ends the process by the kernel's OOM killer as its pages are
+    touched."""
     device = torch.device(device)
     if device.type == "cuda":
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return torch.cuda.mem_get_info(device)[0] + cached
+    have = _total_bytes(device)  # no /proc (macOS): the total
     with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
-        return 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
-    return _total_bytes(device)  # no /proc (macOS): the total
+        have = 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
+    rooms = [max(c.limit - c.used + c.reclaimable, 0) for c in cgroup_memory()]
+    return min([have, *rooms, *_dask_worker_room()])
+
+
+def _dask_worker_room() -> list[int]:
+    """What a Dask worker's memory limit leaves this process, when it is one: its nanny restarts the
+    worker past 95 % of the limit (a local cluster of N workers gives each 1/N of the machine), so a
+    cell within the machine's memory but over the worker's is redone until Dask gives up."""
+    if "distributed" not in sys.modules:  # no cluster in this process: nothing to import
+        return []
+    import psutil
+    from distributed import get_worker
+
+    try:
+        limit = get_worker().memory_manager.memory_limit
+    except ValueError:  # not on a worker
+        return []
+    return [max(int(0.95 * limit) - psutil.Process().memory_info().rss, 0)] if limit else []
 
 
 def _refused(need: int, device: str | torch.device) -> int | None:

@@ -265,7 +265,9 @@ def run_architectures(
     for t in s.tasks:  # the widest networks must fit (on a minibatch) before anything is run
         batch = min(s.batch, len(load_task(t, s.seed).y_train))
         for model, widths in (("mlp", s.mlp_widths), ("cnn", s.cnn_widths)):
-            check_training_fits(model_spec(t, model, max(widths)), s.networks, batch, torch.float32, s.device)
+            if widths:
+                check_training_fits(model_spec(t, model, max(widths)), s.networks, batch, torch.float32,
+                                    s.device)
     run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])
