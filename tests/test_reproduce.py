@@ -189,3 +189,25 @@ def test_report_renders_in_a_real_browser(reproduced):
     # 717 px on a portrait A4 page and 979 px on a landscape Letter page (the narrower of the two papers)
     portrait, landscape = ([w for wide, w in printed if wide is side] for side in (False, True))
     assert portrait and landscape and max(portrait) <= 717 and max(landscape) <= 979, printed
+
+
+@pytest.mark.parametrize("settings", [ArchitecturesSettings, BoundSettings, FeaturesSettings, GapSettings,
+                                      GibbsSettings, InsideSettings, KernelsSettings, PosteriorSettings,
+                                      RoutesSettings, SgdBayesSettings, TransferSettings])
+def test_every_sweep_over_nothing_is_refused_and_a_perceptron_is_not(settings):
+    """Each tuple field of an experiment's settings is a sweep; emptied, it is one line naming it (the
+    run would otherwise end in max() of an empty sequence or a claim over no rows); ``hidden=()``
+    describes a perceptron and stays allowed."""
+    import dataclasses
+
+    from nnbias.errors import NNBiasError
+
+    defaults = settings()
+    sweeps = [f.name for f in dataclasses.fields(settings) if isinstance(getattr(defaults, f.name), tuple)]
+    assert sweeps
+    for name in sweeps:
+        if name == "hidden":
+            dataclasses.replace(defaults, hidden=())
+            continue
+        with pytest.raises(NNBiasError, match=rf"^{name}=\(\) is not allowed; expected at least one value$"):
+            dataclasses.replace(defaults, **{name: ()})

@@ -68,6 +68,18 @@ def check_seed(value: Any) -> int:
     return check_int("seed", value, minimum=0, maximum=SEED_MAX)
 
 
+def check_sweeps(settings: Any, spec_fields: tuple[str, ...] = ("hidden",)) -> None:
+    """Every tuple field of an experiment's settings dataclass is a sweep (tasks, widths, methods, ...),
+    and a sweep over nothing measures nothing: refuse an empty one. ``spec_fields`` are tuples that
+    describe a network instead (``hidden=()`` is a perceptron)."""
+    import dataclasses
+
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, tuple) and not value and field.name not in spec_fields:
+            raise NNBiasError(f"{field.name}=() is not allowed; expected at least one value")
+
+
 def check_device(device: str) -> str:
     """``cpu``, or ``cuda`` where a CUDA GPU is visible: where an experiment's tensors are computed."""
     import torch

@@ -40,7 +40,7 @@ from nnbias.engines.memory import check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.serial import SerialKernelFn, network_fn, sample_serial, serial_function_counts
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import kernel_classify
 from nnbias.executor import run_cells
@@ -115,6 +115,7 @@ class ArchitecturesSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for t in self.tasks:
             check_task(TASKS, t)
         for w in (*self.mlp_widths, *self.cnn_widths):

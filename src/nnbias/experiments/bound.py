@@ -36,7 +36,7 @@ from nnbias.engines.kernels import KernelFn
 from nnbias.engines.memory import check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.ep import ep_log_probability
 from nnbias.estimators.frequency import clopper_pearson
@@ -92,6 +92,7 @@ class BoundSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for t in self.tasks:
             check_task(TASKS, t)
         check_int("rejection_draws", self.rejection_draws, minimum=1, maximum=10**11)

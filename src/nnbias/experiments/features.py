@@ -35,7 +35,7 @@ from nnbias.engines.empirical import structured_ntk
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
 from nnbias.executor import run_cells
@@ -71,6 +71,7 @@ class FeaturesSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for p in self.parametrizations:
             require(p in PARAMETRIZATIONS, f"parametrization={p!r} is not allowed; choose from "
                                            f"{list(PARAMETRIZATIONS)}")

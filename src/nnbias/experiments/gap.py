@@ -48,7 +48,7 @@ import torch
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.memory import check_gram_fits, check_training_fits
 from nnbias.engines.training import TrainResult, mup_gd, train_gd
-from nnbias.errors import check_device, check_int, check_positive, check_seed
+from nnbias.errors import check_device, check_int, check_positive, check_seed, check_sweeps
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
@@ -109,6 +109,7 @@ class GapSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for t in self.tasks:
             check_task(LADDER, t)
         for t in self.curve_tasks:

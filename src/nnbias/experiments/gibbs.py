@@ -41,7 +41,7 @@ from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.memory import check_fits, check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_device, check_int, check_positive, check_seed, require
+from nnbias.errors import check_device, check_int, check_positive, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, count_columns, goodness_of_fit
 from nnbias.executor import run_cells
@@ -77,6 +77,7 @@ class GibbsSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for name in ("width", "train", "test", "draws", "chains", "steps", "sgd_epochs"):
             check_int(name, getattr(self, name), minimum=1)
         require(self.train + self.test <= 32, f"train + test = {self.train + self.test} is not allowed; "

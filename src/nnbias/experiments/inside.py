@@ -36,7 +36,7 @@ from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import linearise, mup_gd, train_gd
-from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed, check_sweeps
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
@@ -77,6 +77,7 @@ class InsideSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         check_task(TASKS, self.task)
         for p in self.parametrizations:
             check_choice("parametrization", p, PARAMETRIZATIONS)

@@ -32,7 +32,7 @@ from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import train_gd
-from nnbias.errors import check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law, proportional
@@ -67,6 +67,7 @@ class KernelsSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for t in self.tasks:  # names only: building the data sets here would be done twice
             check_task(TASKS, t)
         for name in ("depth", "networks", "steps", "convergence_seeds", "fluctuation_networks"):

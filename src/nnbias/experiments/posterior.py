@@ -47,7 +47,7 @@ from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.memory import check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
-from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed, check_sweeps
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.energy import energy_test
 from nnbias.estimators.scaling import weighted_power_law
@@ -93,6 +93,7 @@ class PosteriorSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         check_task(TASKS, self.task)
         for m in self.methods:
             check_choice("method", m, METHODS)

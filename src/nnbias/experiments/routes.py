@@ -44,7 +44,7 @@ from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.memory import check_fits, check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig
-from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed
+from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed, check_sweeps
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, compare_distributions, count_columns
 from nnbias.estimators.posterior import trained_functions
@@ -78,6 +78,7 @@ class RoutesSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for w in self.widths:
             check_int("width", w, minimum=1)
         for name in ("train", "test", "samples", "readouts", "max_draws", "max_epochs"):

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
-from nnbias.errors import check_device, check_int, check_seed, require
+from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import compare_distributions, log_frequencies
 from nnbias.estimators.posterior import TrainedChunk, cube_indices, ep_log_posterior, trained_functions
@@ -97,6 +97,7 @@ class SgdBayesSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for name in ("runs", "chunk_size", "rejection_samples", "max_epochs", "min_count", "ep_functions"):
             check_int(name, getattr(self, name), minimum=1)
         chunk_count("runs", self.runs, self.chunk_size)

@@ -45,7 +45,7 @@ from nnbias.engines.ensemble import Ensemble, sample_ensemble
 from nnbias.engines.kernels import KernelFn
 from nnbias.engines.memory import check_gram_fits, check_training_fits
 from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
-from nnbias.errors import check_device, check_int, check_positive, check_seed, require
+from nnbias.errors import check_device, check_int, check_positive, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
 from nnbias.executor import run_cells
@@ -80,6 +80,7 @@ class TransferSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_sweeps(self)
         for p in self.pairs:
             require(p in PAIRS, f"pair={p!r} is not allowed; choose one of {sorted(PAIRS)}")
         for n in self.sizes:
