@@ -62,7 +62,7 @@ def cgroup_memory() -> list[CgroupMemory]:
             with contextlib.suppress(OSError, ValueError):
                 limit = (folder / files[0]).read_text().strip()
                 if limit != "max" and int(limit) < UNLIMITED:
-                    stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+                    stat = dict(row.split()[:2] for row in (folder / "memory.stat").read_text().splitlines())
                     found.append(CgroupMemory(int(limit), int((folder / files[1]).read_text()),
                                               int(stat.get(files[2], 0))))
             if folder == base or base not in folder.parents:
