@@ -252,3 +252,21 @@ def test_a_dask_worker_sees_its_memory_limit_not_the_machine():
         room, refusal = client.submit(_room_and_refusal).result()
     assert 0 < room <= 0.95 * 2**30
     assert refusal.startswith("3145728 networks of a test network (1024 numbers each) need 12 GiB, more than")
+
+
+def test_the_samplers_batches_beyond_memory_are_refused_before_they_are_allocated():
+    """The sampler's folded networks and, where they are held (a GPU, or an activation without the
+    compiled loop), their outputs on every input."""
+    from nnbias.engines.sampler import FoldedNets
+    from nnbias.experiments.sampling import SamplingConfig
+
+    spec = NetworkSpec(7, (1000,), bias=False)
+    k = 2 * device_bytes("cpu") // (4 * spec.n_params)
+    with pytest.raises(NNBiasError, match=rf"^{k} networks of 7-1000-1 relu"):
+        FoldedNets.draw(spec, k, key=0)
+    with pytest.raises(NNBiasError, match=rf"^{k} networks of 7-1000-1 relu"):
+        SamplingConfig(spec, samples=10**9, chunk_size=k, batch=k)  # before a run is written
+    nets = FoldedNets.draw(spec, 1, key=0)
+    inputs = 2 * device_bytes("cpu") // (4 * 1001)
+    with pytest.raises(NNBiasError, match=rf"^1 networks of 7-1000-1 relu .* on {inputs} inputs"):
+        nets.forward(torch.zeros(1, 7).expand(inputs, 7))  # a view: costs nothing to hold

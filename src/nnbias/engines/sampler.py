@@ -32,6 +32,7 @@ import torch
 from nnbias.engines.blas import sgemm_address
 from nnbias.engines.cube import FUSED_ACTIVATIONS, cube_signs
 from nnbias.engines.ensemble import Ensemble, activation_fn, layer_scales
+from nnbias.engines.memory import check_fits
 from nnbias.engines.rng import fill_counter, pairs_for
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import check_n_bits, encoding_levels, hypercube
@@ -164,6 +165,7 @@ class FoldedNets:
         ``reuse``: earlier networks of the same spec and k whose memory these overwrite (and return)."""
         layers, pairs = folded_layers(spec)
         if reuse is None or reuse.mats[0].shape[0] != k:
+            check_fits(k, sum(lay.rows * lay.cols for lay in layers), torch.float32, device, spec.describe())
             reuse = FoldedNets(spec, [torch.empty(k, lay.rows, lay.cols, device=device) for lay in layers])
         for layer, mat in zip(layers, reuse.mats, strict=True):
             flat = mat.view(k, layer.rows * layer.cols)
@@ -220,6 +222,8 @@ class FoldedNets:
         """Each layer's output buffer (K, rows, size) for ``size`` inputs, kept for the next batch."""
         if size not in self.outputs:
             first = self.mats[0]
+            check_fits(len(first), size * sum(m.shape[1] for m in self.mats), first.dtype, first.device,
+                       f"{self.spec.describe()} on {size} inputs (every layer's outputs)")
             self.outputs[size] = [first.new_empty(len(first), m.shape[1], size) for m in self.mats]
         return self.outputs[size]
 

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
+from nnbias.engines.memory import check_training_fits
 from nnbias.engines.training import OPTIMIZERS, TrainConfig
 from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
@@ -156,6 +158,8 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     spec = task_spec(task, s)
     config, last = parse_method(method, s.lr, s.max_epochs)
     check_batch(method, config, task)
+    # a chunk's networks must fit training on S before a run is written
+    check_training_fits(spec, min(s.chunk_size, s.runs), len(task.y_train), torch.float32, s.device)
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
                   "chunk_size": s.chunk_size, "device": s.device, "seed": s.seed}
