@@ -5,6 +5,7 @@ tensors that cost nothing to hold (a few inputs, or parameters that are stride-0
 network), and checks that the refusal names the count; the same calls within memory pass."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,73 @@ def test_activations_count_every_layer_output_below_the_readout():
     assert LayeredSpec((9,), "dense:14,relu,dense:1").activations == 28
 
 
+def test_the_widest_layer_is_the_largest_output_per_input():
+    from nnbias.layers import LayeredSpec
+
+    assert NetworkSpec(7, (40, 30)).widest == 40
+    assert NetworkSpec(7).widest == 1  # a perceptron's output
+    cnn = LayeredSpec((1, 8, 8), "conv2d:4:3:same:2,relu,conv2d:6:3:same:2,relu,flatten,dense:10")
+    assert cnn.widest == 4 * 4 * 4
+    assert LayeredSpec((9,), "dense:3,relu,dense:12").widest == 12  # the readout counts
+
+
+def test_a_layered_forward_pass_beyond_memory_is_refused_before_it_runs():
+    """The layered networks' pure function (training, empirical NTKs) asks before each pass, as the
+    dense ensemble's forward does: with autograd for every layer's output, without for the widest."""
+    from nnbias.engines.serial import network_fn, sample_serial
+    from nnbias.layers import LayeredSpec
+
+    spec = LayeredSpec((1,), "dense:1000,relu,dense:1")
+    fn, params = network_fn(spec), sample_serial(spec, 1, torch.Generator().manual_seed(0)).params
+    n = device_bytes("cpu") // (4 * 2 * 1000) + 1  # the widest layer's input and output fill the RAM
+    x = torch.zeros(n, 1)
+    refused = rf"^1 networks of .* on {n} inputs \(activations\)"
+    with torch.no_grad(), pytest.raises(NNBiasError, match=refused):
+        fn(params, x)
+    with pytest.raises(NNBiasError, match=rf"on {n // 2} inputs \(activations and gradients\)"):
+        fn(params, x[:n // 2])  # 2 x 1000 kept and 2 x 1000 for the backward pass
+    assert fn(params, x[:10]).shape == (1, 10)
+
+
+def test_the_training_state_counted_before_a_run_is_what_training_holds():
+    """Before a run: the draws and the buffers ``train`` allocates for them (six with SGD, seven with
+    Adam's second moments), not only the parameters twice."""
+    from nnbias.engines.memory import check_training_fits
+
+    spec = NetworkSpec(5, (64,))
+    k = device_bytes("cpu") // (4 * 4 * spec.n_params)  # twice the parameters fit twice over
+    for optimizer, copies in (("sgd", 6), ("adam", 7)):
+        per_net = copies * spec.n_params + 10 * spec.activations
+        with pytest.raises(NNBiasError, match=rf"^{k} networks of 5-64-1 .* by {optimizer} on 10 inputs "
+                                              rf"\(the draws, their training state and the activations\) "
+                                              rf"\({per_net} numbers each\)"):
+            check_training_fits(spec, k, 10, torch.float32, "cpu", optimizer)
+
+
+def test_a_minibatch_run_is_refused_when_its_evaluation_on_all_inputs_does_not_fit(tmp_path):
+    """Trained on minibatches of 100 but evaluated on all 4000 MNIST-1D training inputs at once (and
+    its 1000 test inputs): networks that fit the minibatch tenfold are refused for the evaluation,
+    before a run is written, not after the cells before them."""
+    from nnbias.engines.memory import check_training_fits
+    from nnbias.experiments import architectures as arch
+    from nnbias.store import Store
+
+    spec = arch.model_spec("mnist1d-10", "cnn", 25)
+    k = device_bytes("cpu") // (4 * 10**6)  # 1e6 numbers per network: between the two needs below
+    assert 7 * spec.n_params + 100 * spec.activations < 2.5e5  # a quarter of the 1e6
+    assert 7 * spec.n_params + 4000 * spec.widest > 1.5e6
+    check_training_fits(spec, k, 100, torch.float32, "cpu", "adam")
+    refused = rf"^{k} networks of .* trained by adam on 100 inputs and evaluated on 4000"
+    with pytest.raises(NNBiasError, match=refused):
+        check_training_fits(spec, k, 100, torch.float32, "cpu", "adam", evaluated=4000)
+    settings = arch.ArchitecturesSettings(tasks=("mnist1d-10",), mlp_widths=(1,), cnn_widths=(25,),
+                                          networks=k)
+    with Store(tmp_path / "s.duckdb") as st:
+        with pytest.raises(NNBiasError, match="evaluated on 4000"):
+            arch.run_architectures(st, settings, tmp_path, quiet=True)
+        assert st.runs().empty
+
+
 @pytest.fixture
 def cgroup_tree(tmp_path, monkeypatch):
     """Builds a cgroup file system as the kernel lays it out (v1 or v2) in ``tmp_path``, which nnbias
@@ -178,7 +246,8 @@ def test_a_cgroup_v1_limit_beside_other_controllers_is_read(cgroup_tree):
         "memory/docker/abc/memory.usage_in_bytes": "1073741824\n",
         "memory/docker/abc/memory.stat": "cache 5\ntotal_inactive_file 4096\n"})
     assert cgroup_memory() == [CgroupMemory(2**31, 2**30, 4096)]
-    with pytest.raises(NNBiasError, match=r"more than the 1 GiB free on this machine; at most 262145 fit"):
+    with pytest.raises(NNBiasError, match=r"more than the 1 GiB left under this job's memory limit "
+                                          r"\(2 GiB, its cgroup\); at most 262145 fit"):
         check_fits(10**6, 1024, torch.float32, "cpu", "a test network")  # 4 GB: within RAM, not the job
 
 
@@ -231,27 +300,39 @@ def test_a_real_cgroup_limit_is_what_a_process_inside_it_sees(tmp_path):
         child.rmdir()
 
 
-def _room_and_refusal() -> tuple[int, str]:
-    from nnbias.engines.memory import check_fits, device_bytes
+def _refusals_on_a_worker() -> tuple[int, int, str, str]:
+    from nnbias.engines import memory
 
-    try:
-        check_fits(3 * 2**20, 1024, torch.float32, "cpu", "a test network")  # 12 GiB
-    except NNBiasError as err:
-        return device_bytes("cpu"), str(err)
-    return device_bytes("cpu"), ""
+    def refusal(k: int) -> str:
+        try:
+            memory.check_fits(k, 2**20, torch.uint8, "cpu", "a test network")
+        except NNBiasError as err:
+            return str(err)
+        return ""
+
+    room = memory.device_bytes("cpu")
+    just_over = room // 2**20 + 32  # networks of 1 MiB: 32 MiB more than the worker has
+    return (room, just_over * 2**20, refusal(12 * 2**10),  # 12 GiB
+            refusal(just_over))
 
 
 def test_a_dask_worker_sees_its_memory_limit_not_the_machine():
-    """A worker of a real local cluster limited to 1 GiB (its nanny restarts it past 95 %): what it
+    """A worker of a real local cluster limited to 600 MiB (its nanny restarts it past 95 %): what it
     reads is within that, and a buffer within this machine's memory but not the worker's is refused
-    there in one line, not run until the nanny kills it."""
+    there in one line that names the worker's limit, not run until the nanny kills it. The buffer
+    just over the worker's room is below 1/64 of this machine (24 GiB: 384 MiB), where a request is
+    granted without reading what is free unless the worker's own limit sets the threshold."""
     from distributed import Client, LocalCluster
 
-    with (LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GiB",
+    with (LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="600MiB",
                        dashboard_address=None) as cluster, Client(cluster) as client):
-        room, refusal = client.submit(_room_and_refusal).result()
-    assert 0 < room <= 0.95 * 2**30
-    assert refusal.startswith("3145728 networks of a test network (1024 numbers each) need 12 GiB, more than")
+        room, just_over, far_over, near_over = client.submit(_refusals_on_a_worker).result()
+    assert 0 < room <= 0.95 * 600 * 2**20
+    worker = r"GiB left under this Dask worker's memory limit \(0.586 GiB; its nanny restarts it past 95 %\)"
+    assert re.match(r"12288 networks of a test network \(1048576 numbers each\) need 12 GiB, more than the "
+                    r"0\.\d+ " + worker + "; at most", far_over)
+    assert re.match(rf"{just_over // 2**20} networks of a test network .* more than the .* {worker}",
+                    near_over)
 
 
 def test_the_samplers_batches_beyond_memory_are_refused_before_they_are_allocated():

@@ -510,6 +510,12 @@ class LayeredSpec:
         return sum(math.prod(shape) for layer, shape in zip(self.stack[:-1], self.shapes[1:-1], strict=True)
                    if not isinstance(layer, Flatten))
 
+    @property
+    def widest(self) -> int:
+        """Numbers per input of the widest layer's output, the readout's included: what a forward pass
+        without autograd holds at least, once per input, when the other layers' outputs have been freed."""
+        return max(math.prod(shape) for shape in self.shapes[1:])
+
     def param_shapes(self) -> list[tuple[int, ...]]:
         """Per-network parameter shapes in order (weight, bias of each layer that has any)."""
         out = []

@@ -116,6 +116,12 @@ class NetworkSpec:
         pre- and post-activation."""
         return 2 * sum(self.hidden)
 
+    @property
+    def widest(self) -> int:
+        """Numbers per input of the widest layer's output: what a forward pass without autograd holds
+        at least, once per input, when the other layers' outputs have been freed."""
+        return max([*self.hidden, 1])
+
     def weight_scale(self, fan_in: int, readout: bool = False) -> float:
         """Standard deviation of one effective weight entry of a layer with this fan-in
         (sigma_w/fan_in for the readout of ``mup`` and ``mean-field``)."""

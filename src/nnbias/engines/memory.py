@@ -79,53 +79,74 @@ def _total_bytes(device: torch.device) -> int:
     return min([physical, *(c.limit for c in cgroup_memory())])
 
 
+class Room(NamedTuple):
+    free: int  # bytes
+    where: str  # which limit leaves them, for the one-line refusal
+
+
+def _room(device: torch.device) -> Room:
+    """The tightest of the limits on ``device`` now, and which one it is: a refusal that says "free on
+    this machine" when it is a job's or a worker's limit that binds sends the user to the wrong knob."""
+    if device.type == "cuda":
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return Room(torch.cuda.mem_get_info(device)[0] + cached, f"free on {device}")
+    have = _total_bytes(device)  # no /proc (macOS): the total
+    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
+        have = 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
+    rooms = [Room(have, "free on this machine")]
+    rooms += [Room(max(c.limit - c.used + c.reclaimable, 0),
+                   f"left under this job's memory limit ({_gib(c.limit)} GiB, its cgroup)")
+              for c in cgroup_memory()]
+    worker = _dask_worker_limit()
+    if worker:
+        import psutil
+
+        rooms.append(Room(max(int(0.95 * worker) - psutil.Process().memory_info().rss, 0),
+                          f"left under this Dask worker's memory limit ({_gib(worker)} GiB; its nanny "
+                          "restarts it past 95 %)"))
+    return min(rooms)
+
+
 def device_bytes(device: str | torch.device) -> int:
     """Memory ``device`` can give now: the GPU's free memory plus what torch's caching allocator holds
     unused, or this machine's available RAM (``MemAvailable``: free plus reclaimable caches), or less
     where a cgroup's limit or a Dask worker's leaves less. Not the total: a buffer near the total is
     granted by the allocator and then ends the process by the kernel's OOM killer as its pages are
     touched."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return torch.cuda.mem_get_info(device)[0] + cached
-    have = _total_bytes(device)  # no /proc (macOS): the total
-    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
-        have = 1024 * int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
-    rooms = [max(c.limit - c.used + c.reclaimable, 0) for c in cgroup_memory()]
-    return min([have, *rooms, *_dask_worker_room()])
+    return _room(torch.device(device)).free
 
 
-def _dask_worker_room() -> list[int]:
-    """What a Dask worker's memory limit leaves this process, when it is one: its nanny restarts the
-    worker past 95 % of the limit (a local cluster of N workers gives each 1/N of the machine), so a
-    cell within the machine's memory but over the worker's is redone until Dask gives up."""
+def _dask_worker_limit() -> int:
+    """A Dask worker's memory limit when this process is one (0 otherwise): a local cluster of N
+    workers gives each 1/N of the machine, so a cell within the machine's memory but over the
+    worker's is redone until Dask gives up."""
     if "distributed" not in sys.modules:  # no cluster in this process: nothing to import
-        return []
-    import psutil
+        return 0
     from distributed import get_worker
 
     try:
-        limit = get_worker().memory_manager.memory_limit
+        return get_worker().memory_manager.memory_limit or 0
     except ValueError:  # not on a worker
-        return []
-    return [max(int(0.95 * limit) - psutil.Process().memory_info().rss, 0)] if limit else []
+        return 0
 
 
-def _refused(need: int, device: str | torch.device) -> int | None:
-    """The bytes free if ``need`` exceeds them, else None. A request under 1/64 of the device's total is
-    granted without asking (a forward pass asks at every training step; reading what is free costs
-    about 10 us, a step of a small network not much more)."""
+def _refused(need: int, device: str | torch.device) -> Room | None:
+    """What is left if ``need`` exceeds it, else None. A request under 1/64 of the device's total (or of
+    a Dask worker's limit, when that is less) is granted without asking (a forward pass asks at every
+    training step; reading what is free costs about 160 us, a step of a small network not much more)."""
     device = torch.device(device)
-    if need <= _total_bytes(device) // 64:
+    if need <= min(_total_bytes(device), _dask_worker_limit() or math.inf) // 64:
         return None
-    have = device_bytes(device)
-    return have if need > have else None
+    room = _room(device)
+    return room if need > room.free else None
 
 
-def _where(have: int, device: str | torch.device) -> str:
-    device = torch.device(device)
-    return f"the {have / 2**30:.3g} GiB free on " + ("this machine" if device.type == "cpu" else str(device))
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g}"
+
+
+def _where(room: Room) -> str:
+    return f"the {_gib(room.free)} GiB {room.where}"
 
 
 def _count(k: int) -> str:
@@ -135,30 +156,41 @@ def _count(k: int) -> str:
 def check_fits(k: int, per_net: int, dtype: torch.dtype, device: str | torch.device, what: str) -> None:
     """Refuse ``k`` networks of ``per_net`` numbers each when their buffer alone exceeds the device."""
     each = per_net * dtype.itemsize
-    have = _refused(k * each, device)
-    if have is not None:
-        fit = have // each
+    room = _refused(k * each, device)
+    if room is not None:
+        fit = room.free // each
         raise NNBiasError(f"{_count(k)} networks of {what} ({per_net} numbers each) need "
-                          f"{k * each / 2**30:.3g} GiB, more than {_where(have, device)}; "
+                          f"{_gib(k * each)} GiB, more than {_where(room)}; "
                           + (f"at most {fit} fit at once, so ask for fewer networks or a smaller chunk" if fit
                              else "not even one fits, so ask for smaller widths or fewer inputs"))
 
 
 def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str | torch.device) -> None:
     """Refuse an (n, m) Gram matrix (``name`` = n, the size asked for) that alone exceeds the device."""
-    have = _refused(n * m * dtype.itemsize, device)
-    if have is not None:
+    room = _refused(n * m * dtype.itemsize, device)
+    if room is not None:
         raise NNBiasError(f"{name}={_count(n)} is not allowed: its {_count(n)} x {_count(m)} Gram matrix "
-                          f"needs {n * m * dtype.itemsize / 2**30:.3g} GiB, more than {_where(have, device)} "
-                          f"(a square one fits up to {math.isqrt(have // dtype.itemsize)} points)")
+                          f"needs {_gib(n * m * dtype.itemsize)} GiB, more than {_where(room)} "
+                          f"(a square one fits up to {math.isqrt(room.free // dtype.itemsize)} points)")
+
+
+def training_copies(optimizer: str) -> int:
+    """Parameter-sized buffers ``training.train`` holds per network beside the draws: the trained
+    clone, the optimizer state (and Adam's second moments), the gradients and two update temporaries."""
+    return 5 + (optimizer == "adam")
 
 
 def check_training_fits(spec: NetworkSpec | LayeredSpec, networks: int, points: int, dtype: torch.dtype,
-                        device: str | torch.device) -> None:
+                        device: str | torch.device, optimizer: str = "sgd", evaluated: int = 0) -> None:
     """Refuse, before a run is written, ``networks`` networks of ``spec`` that cannot hold what training
-    them on ``points`` inputs at once surely needs: the parameters twice (the draws and the trained
-    copy) and each hidden layer's activations (``spec.activations`` per input). A lower bound: what
+    them by ``optimizer`` on ``points`` inputs at once surely needs: the draws and their training state
+    (``training_copies``) and each hidden layer's activations (``spec.activations`` per input), or,
+    where the networks are also evaluated on ``evaluated`` inputs at once (a minibatch run's full
+    training and test sets), the widest layer's output on those if that is more. A lower bound: what
     passes may still be refused at an allocation, but what fails here would fail there, after the
     cells before it."""
-    check_fits(networks, 2 * spec.n_params + points * spec.activations, dtype, device,
-               f"{spec.describe()} trained on {points} inputs (the parameters twice and the activations)")
+    held = max(points * spec.activations, evaluated * spec.widest)
+    check_fits(networks, (1 + training_copies(optimizer)) * spec.n_params + held, dtype, device,
+               f"{spec.describe()} trained by {optimizer} on {points} inputs"
+               + (f" and evaluated on {evaluated}" if evaluated > points else "")
+               + " (the draws, their training state and the activations)")

@@ -79,6 +79,13 @@ def network_fn(spec: LayeredSpec) -> Callable[[list[torch.Tensor], torch.Tensor]
             f"inputs of shape {tuple(x.shape)} do not match input_shape={spec.input_shape}; "
             f"expected flat rows (N, {width}) or (K, N, {width})",
         )
+        n = x.shape[-2]
+        # autograd keeps every layer's output and backward adds two of the widest; without it the
+        # widest layer's input and output are held at once
+        per_input, what = ((spec.activations + 2 * spec.widest, "activations and gradients")
+                           if torch.is_grad_enabled() else (2 * spec.widest, "activations"))
+        check_fits(k, n * per_input, params[0].dtype, params[0].device,
+                   f"{spec.describe()} on {n} inputs ({what})")
         x = x.to(dtype=params[0].dtype, device=params[0].device)
         if x.ndim == 2:
             h = x.reshape(x.shape[0], 1, *spec.input_shape).expand(-1, k, *spec.input_shape)

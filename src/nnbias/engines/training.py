@@ -31,7 +31,7 @@ import torch
 from torch.func import jvp, vjp
 
 from nnbias.engines.empirical import structured_ntk
-from nnbias.engines.memory import check_fits
+from nnbias.engines.memory import check_fits, training_copies
 from nnbias.errors import check_choice, check_int, check_positive, require
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "langevin")
@@ -166,11 +166,8 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     trainable = trainable or [True] * len(params)
     require(len(trainable) == len(params), f"trainable has {len(trainable)} entries for {len(params)} "
                                            "parameter tensors; give one per tensor")
-    # what the steps hold per network: a clone of the parameters, the optimizer state (and Adam's second
-    # moments), the gradients and two update temporaries
     per_net = sum(p[0].numel() for p in params)
-    copies = 5 + (config.optimizer == "adam")
-    check_fits(k, copies * per_net, dtype, params[0].device,
+    check_fits(k, training_copies(config.optimizer) * per_net, dtype, params[0].device,
                f"{per_net} parameters (training: a clone, gradients, optimizer state, update temporaries)")
     # frozen tensors need no gradient: autograd then does not backpropagate into them
     params = [p.detach().clone().requires_grad_(t) for p, t in zip(params, trainable, strict=True)]

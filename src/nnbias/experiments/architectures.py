@@ -71,6 +71,7 @@ BOOLEAN = {  # 3x3 binary images: a circular CNN and an FCN with about as many p
 }
 SIGMA_W, SIGMA_B = 1.0, 0.1
 DECIDE = "more seeds"
+OPTIMIZER = "adam"  # MNIST-1D's own training
 
 
 def model_spec(
@@ -170,7 +171,7 @@ def network_cell(task_name: str, model: str, width: int, s: ArchitecturesSetting
     fn, params = network_fn(spec), [p.to(s.device) for p in nets.params]
     n = len(task.y_train)
     batch = min(s.batch, n)
-    config = TrainConfig("adam", s.lr, batch, "ce", s.epochs, "none")
+    config = TrainConfig(OPTIMIZER, s.lr, batch, "ce", s.epochs, "none")
     start = time.perf_counter()
     result = train(fn, params, task.x_train.float(), task.y_train, config, generator)
     with torch.no_grad():
@@ -263,12 +264,13 @@ def run_architectures(
     store: Store, s: ArchitecturesSettings, out: Path, quiet: bool = False, executor=None
 ) -> dict[str, Any]:
     """Run (or resume) every cell on ``executor``; return the tables, figures and claims."""
-    for t in s.tasks:  # the widest networks must fit (on a minibatch) before anything is run
-        batch = min(s.batch, len(load_task(t, s.seed).y_train))
+    for t in s.tasks:  # the widest networks must fit before anything is run: trained on a minibatch,
+        task = load_task(t, s.seed)  # evaluated on the whole training set and test set at once
+        n, m = len(task.y_train), len(task.y_test)
         for model, widths in (("mlp", s.mlp_widths), ("cnn", s.cnn_widths)):
             if widths:
-                check_training_fits(model_spec(t, model, max(widths)), s.networks, batch, torch.float32,
-                                    s.device)
+                check_training_fits(model_spec(t, model, max(widths)), s.networks, min(s.batch, n),
+                                    torch.float32, s.device, OPTIMIZER, evaluated=max(n, m))
     run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])

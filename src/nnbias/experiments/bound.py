@@ -60,6 +60,7 @@ DECIDE = "more settings or networks"
 REJECTION_TASKS = ("bool7-0011",)
 EP_FACTOR = 2.0  # "EP's P(S) agrees with rejection's": |ln P_EP - ln P_rejection| <= 2 (a factor e^2)
 MIN_FITS = 10  # rejection estimates from fewer fits are reported, not judged
+OPTIMIZER = "adam"  # the networks are trained to zero training error on S
 
 
 def pac_bayes_bound(log_p_s: float, m: int, delta: float = DELTA) -> float:
@@ -138,7 +139,7 @@ def bound_cell(task_name: str, m: int, corruption: float, s: BoundSettings) -> p
     generator = torch.Generator().manual_seed(key)
     nets = sample_ensemble(spec, s.networks, generator, torch.float64, s.device)
     fn, params = nets.functional()
-    config = TrainConfig("adam", s.lr, min(16, m), "ce", s.max_epochs, "accuracy")
+    config = TrainConfig(OPTIMIZER, s.lr, min(16, m), "ce", s.max_epochs, "accuracy")
     result = train(fn, params, task.x_train, y.double(), config, generator)
     errors = task.test_error(result.predict(task.x_test).cpu()).numpy()
     return pd.DataFrame([{"task": task_name, "m": m, "corruption": corruption, "log_p_s": log_p,
@@ -154,7 +155,7 @@ def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False,
     for t in s.tasks:  # each task's largest S must fit its networks before anything is run
         m = max(SIZES[t])
         check_training_fits(NetworkSpec(TASKS[t](m, s.seed).dim, s.hidden), s.networks, m, torch.float64,
-                            s.device)
+                            s.device, OPTIMIZER)
     run_id = store.start_run("bound", s.to_dict(), s.seed, executor)
     done = store.done_cells("bound_cells", run_id, ["task", "m", "corruption"])
     todo = [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions if (t, m, c) not in done]

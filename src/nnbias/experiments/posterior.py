@@ -44,7 +44,7 @@ import torch
 
 from nnbias.engines.bayes import fits, langevin_posterior, rejection_posterior, select
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
-from nnbias.engines.memory import check_training_fits
+from nnbias.engines.memory import check_fits, check_training_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed, check_sweeps
@@ -278,11 +278,14 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
                   executor=None) -> dict[str, Any]:
     """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
     task = load_task(s.task, s.seed)
-    # before anything is run: the widest cell's prior networks, and the networks a trained method starts
-    # from, with their representations of every input (how many rejection accepts is not known yet)
-    started = s.samples if any(m != "rejection" for m in s.methods) else 0
-    check_training_fits(cell_spec(task, max(s.widths), "sgd-ntk", s), max(started, s.prior_samples),
-                        2**task.dim, torch.float32, s.device)
+    # before anything is run: the widest cell's networks a trained method starts from, trained on S, and
+    # its prior networks with their float64 representations of every input, hidden layers and output
+    # (how many rejection accepts is not known yet)
+    spec, inputs = cell_spec(task, max(s.widths), "sgd-ntk", s), 2**task.dim
+    if any(m != "rejection" for m in s.methods):
+        check_training_fits(spec, s.samples, len(task.y_train), torch.float32, s.device)
+    check_fits(s.prior_samples, spec.n_params + 2 * inputs * (sum(spec.hidden) + 1), torch.float32, s.device,
+               f"{spec.describe()} drawn from the prior with float64 representations of all {inputs} inputs")
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     done = store.done_cells("posterior_cells", run_id, ["width", "method"])
     todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]

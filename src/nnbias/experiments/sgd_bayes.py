@@ -159,7 +159,8 @@ def run_psgd(store: Store, task_name: str, method: str, s: SgdBayesSettings, exe
     config, last = parse_method(method, s.lr, s.max_epochs)
     check_batch(method, config, task)
     # a chunk's networks must fit training on S before a run is written
-    check_training_fits(spec, min(s.chunk_size, s.runs), len(task.y_train), torch.float32, s.device)
+    check_training_fits(spec, min(s.chunk_size, s.runs), len(task.y_train), torch.float32, s.device,
+                        config.optimizer)
     run_config = {"task": task_name, "task_seed": s.seed, "spec": spec.to_dict(), "method": method,
                   "train": config.__dict__, "last_layer": last, "runs": s.runs,
                   "chunk_size": s.chunk_size, "device": s.device, "seed": s.seed}
