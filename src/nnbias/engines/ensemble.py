@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnbias.engines.memory import check_fits
+from nnbias.engines.memory import check_fits, check_forward_fits
 from nnbias.errors import check_int, require
 from nnbias.spec import NetworkSpec
 
@@ -86,12 +86,9 @@ class Ensemble:
         self.check_inputs(x)
         x = x.to(self.weights[0].dtype)
         h = x.transpose(1, 2) if x.ndim == 3 else x.T.unsqueeze(0).expand(self.size, -1, -1)
-        widths, grad = [w.shape[1] for w in self.weights], torch.is_grad_enabled()
-        if grad:  # autograd keeps each layer's z and phi(z); backward adds two more of the widest
-            self.check_room(h.shape[2], 2 * sum(widths) + 2 * max(widths), self.spec.n_params,
-                            "activations and gradients")
-        else:
-            self.check_room(h.shape[2], 2 * max(widths), 0, "activations")
+        widths = [w.shape[1] for w in self.weights]  # autograd keeps each layer's z and phi(z)
+        check_forward_fits(self.size, h.shape[2], 2 * sum(widths), max(widths), self.spec.n_params,
+                           self.weights[0].dtype, self.weights[0].device, self.spec.describe())
         last = len(self.weights) - 1
         layers = zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True)
         for layer, (w, b, s, bs) in enumerate(layers):

@@ -174,6 +174,19 @@ def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str |
                           f"(a square one fits up to {math.isqrt(room.free // dtype.itemsize)} points)")
 
 
+def check_forward_fits(k: int, n: int, kept: int, widest: int, params: int, dtype: torch.dtype,
+                       device: str | torch.device, what: str) -> None:
+    """Refuse a forward pass of ``k`` networks (``what``) on ``n`` inputs that cannot hold its buffers:
+    with autograd, the ``kept`` numbers per input it keeps for the backward pass, two more of the
+    ``widest`` layer's for the backward itself and the gradients (``params`` per network); without,
+    the widest layer's input and output at once."""
+    if torch.is_grad_enabled():
+        check_fits(k, n * (kept + 2 * widest) + params, dtype, device,
+                   f"{what} on {n} inputs (activations and gradients)")
+    else:
+        check_fits(k, n * 2 * widest, dtype, device, f"{what} on {n} inputs (activations)")
+
+
 def training_copies(optimizer: str) -> int:
     """Parameter-sized buffers ``training.train`` holds per network beside the draws: the trained
     clone, the optimizer state (and Adam's second moments), the gradients and two update temporaries."""

@@ -22,7 +22,7 @@ import torch
 
 from nnbias.engines.empirical import ntk_of_function
 from nnbias.engines.kernels import assemble_gram, dual_fn
-from nnbias.engines.memory import check_fits
+from nnbias.engines.memory import check_fits, check_forward_fits
 from nnbias.engines.sampler import FunctionCounts, chunk_seed
 from nnbias.errors import check_choice, check_positive, require
 from nnbias.layers import Activation, KernelState, LayeredSpec
@@ -79,13 +79,8 @@ def network_fn(spec: LayeredSpec) -> Callable[[list[torch.Tensor], torch.Tensor]
             f"inputs of shape {tuple(x.shape)} do not match input_shape={spec.input_shape}; "
             f"expected flat rows (N, {width}) or (K, N, {width})",
         )
-        n = x.shape[-2]
-        # autograd keeps every layer's output and backward adds two of the widest; without it the
-        # widest layer's input and output are held at once
-        per_input, what = ((spec.activations + 2 * spec.widest, "activations and gradients")
-                           if torch.is_grad_enabled() else (2 * spec.widest, "activations"))
-        check_fits(k, n * per_input, params[0].dtype, params[0].device,
-                   f"{spec.describe()} on {n} inputs ({what})")
+        check_forward_fits(k, x.shape[-2], spec.activations, spec.widest, spec.n_params, params[0].dtype,
+                           params[0].device, spec.describe())
         x = x.to(dtype=params[0].dtype, device=params[0].device)
         if x.ndim == 2:
             h = x.reshape(x.shape[0], 1, *spec.input_shape).expand(-1, k, *spec.input_shape)
