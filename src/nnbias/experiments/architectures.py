@@ -267,10 +267,9 @@ def run_architectures(
     for t in s.tasks:  # the widest networks must fit before anything is run: trained on a minibatch,
         task = load_task(t, s.seed)  # evaluated on the whole training set and test set at once
         n, m = len(task.y_train), len(task.y_test)
-        for model, widths in (("mlp", s.mlp_widths), ("cnn", s.cnn_widths)):
-            if widths:
-                check_training_fits(model_spec(t, model, max(widths)), s.networks, min(s.batch, n),
-                                    torch.float32, s.device, OPTIMIZER, evaluated=max(n, m))
+        for model, widths in (("mlp", s.mlp_widths), ("cnn", s.cnn_widths)):  # never empty (check_sweeps)
+            check_training_fits(model_spec(t, model, max(widths)), s.networks, min(s.batch, n), torch.float32,
+                                s.device, OPTIMIZER, evaluated=max(n, m))
     run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
     nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
     kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])
