@@ -126,29 +126,54 @@ def test_a_benchmark_child_killed_before_it_answers_is_one_line():
                       "try a smaller n"]
 
 
-def test_activations_count_every_layer_output_below_the_readout():
-    from nnbias.layers import LayeredSpec
+def test_activations_count_what_autograd_saves():
+    from nnbias.layers import LayeredSpec, mlp_layers
+    from nnbias.spec import ACTIVATIONS
 
-    assert NetworkSpec(7, (40, 30)).activations == 2 * (40 + 30)  # pre- and post-activation
+    assert NetworkSpec(7, (40, 30)).activations == 40 + 30  # relu saves its output, not its input
+    assert NetworkSpec(7, (40, 30), "erf").activations == 2 * (40 + 30)  # erf its input as well
     assert NetworkSpec(7).activations == 0  # a perceptron keeps none
+    for activation in ACTIVATIONS:  # the dense spec's rule against the layered form's hooks
+        spec = NetworkSpec(5, (100, 30), activation)
+        assert spec.activations == mlp_layers(spec).activations, activation
     cnn = LayeredSpec((1, 8, 8), "conv2d:4:3:same:2,relu,conv2d:6:3:same:2,relu,flatten,dense:10")
-    assert cnn.activations == 2 * 4 * 4 * 4 + 2 * 6 * 2 * 2  # 8x8 -> 4x4 -> 2x2; flatten is a view
-    assert LayeredSpec((9,), "dense:14,relu,dense:1").activations == 28
+    # 8x8 -> 4x4 -> 2x2: each convolution's windows (positions x channels in x 3x3), each relu's
+    # output, and the readout's contiguous copy of its (flattened) input
+    assert cnn.activations == 16 * 1 * 9 + 4 * 4 * 4 + 4 * 4 * 9 + 6 * 2 * 2 + 6 * 2 * 2
+    assert LayeredSpec((9,), "dense:14,relu,dense:1").activations == 14
 
 
-def test_the_widest_layer_is_the_largest_output_per_input():
+def test_the_peak_is_the_widest_step_of_a_forward_pass():
     from nnbias.layers import LayeredSpec
 
-    assert NetworkSpec(7, (40, 30)).widest == 40
-    assert NetworkSpec(7).widest == 1  # a perceptron's output
+    assert NetworkSpec(7, (40, 30)).peak == 2 * 40  # pre- and post-activation
+    assert NetworkSpec(7).peak == 2  # a perceptron's output
     cnn = LayeredSpec((1, 8, 8), "conv2d:4:3:same:2,relu,conv2d:6:3:same:2,relu,flatten,dense:10")
-    assert cnn.widest == 4 * 4 * 4
-    assert LayeredSpec((9,), "dense:3,relu,dense:12").widest == 12  # the readout counts
+    assert cnn.peak == 4 * 4 * 4 + 4 * 4 * 9 + 6 * 2 * 2  # the second convolution's input, windows, output
+    assert LayeredSpec((9,), "dense:3,relu,dense:12").peak == 3 + 12  # the readout counts
+
+
+def test_a_convolution_whose_windows_do_not_fit_is_refused_before_training():
+    """A convolution copies each input window out before its matmul and autograd keeps the copy, nine
+    times its input for a 3x3 filter: networks whose layer outputs fit but whose windows do not are
+    refused before a run, not by the allocator (or the OOM killer) inside it."""
+    from nnbias.engines.memory import check_training_fits
+    from nnbias.layers import LayeredSpec
+
+    spec = LayeredSpec((1, 28, 28), "conv2d:32:3:same,relu,conv2d:32:3:same,relu,gap,dense:10")
+    outputs = 4 * 32 * 28 * 28  # every layer's output below the readout, the count before windows
+    windows = 28 * 28 * 9 * (1 + 32)
+    assert spec.activations >= windows + 2 * 32 * 28 * 28  # both relus' outputs
+    k = device_bytes("cpu") // (4 * (6 * spec.n_params + 100 * outputs)) // 2  # their outputs fit twice
+    with pytest.raises(NNBiasError, match=rf"^{k} networks of .* trained by sgd on 100 inputs"):
+        check_training_fits(spec, k, 100, torch.float32, "cpu")
+    check_training_fits(spec, k // 4, 100, torch.float32, "cpu")
 
 
 def test_a_layered_forward_pass_beyond_memory_is_refused_before_it_runs():
     """The layered networks' pure function (training, empirical NTKs) asks before each pass, as the
-    dense ensemble's forward does: with autograd for every layer's output, without for the widest."""
+    dense ensemble's forward does: with autograd for what it saves or its widest step, whichever is
+    more, without for the widest step."""
     from nnbias.engines.serial import network_fn, sample_serial
     from nnbias.layers import LayeredSpec
 
@@ -159,9 +184,15 @@ def test_a_layered_forward_pass_beyond_memory_is_refused_before_it_runs():
     refused = rf"^1 networks of .* on {n} inputs \(activations\)"
     with torch.no_grad(), pytest.raises(NNBiasError, match=refused):
         fn(params, x)
-    with pytest.raises(NNBiasError, match=rf"on {n // 2} inputs \(activations and gradients\)"):
-        fn(params, x[:n // 2])  # 2 x 1000 kept and 2 x 1000 for the backward pass
+    with pytest.raises(NNBiasError, match=rf"on {n} inputs \(activations and gradients\)"):
+        fn(params, x)  # the widest step's 2 x 1000 are more than the 1000 relu outputs kept
     assert fn(params, x[:10]).shape == (1, 10)
+    deep = LayeredSpec((1,), "dense:1000,relu,dense:1000,relu,dense:1000,relu,dense:1")
+    fn, params = network_fn(deep), sample_serial(deep, 1, torch.Generator().manual_seed(0)).params
+    assert deep.activations == 3 * 1000 > deep.peak
+    m = device_bytes("cpu") // (4 * 3 * 1000) + 1  # its three relu outputs kept fill the RAM
+    with pytest.raises(NNBiasError, match=rf"on {m} inputs \(activations and gradients\)"):
+        fn(params, x[:m])
 
 
 def test_the_training_state_counted_before_a_run_is_what_training_holds():
@@ -172,7 +203,7 @@ def test_the_training_state_counted_before_a_run_is_what_training_holds():
     spec = NetworkSpec(5, (64,))
     k = device_bytes("cpu") // (4 * 4 * spec.n_params)  # twice the parameters fit twice over
     for optimizer, copies in (("sgd", 6), ("adam", 7)):
-        per_net = copies * spec.n_params + 10 * spec.activations
+        per_net = copies * spec.n_params + 10 * max(spec.activations, spec.peak)
         with pytest.raises(NNBiasError, match=rf"^{k} networks of 5-64-1 .* by {optimizer} on 10 inputs "
                                               rf"\(the draws, their training state and the activations\) "
                                               rf"\({per_net} numbers each\)"):
@@ -189,8 +220,8 @@ def test_a_minibatch_run_is_refused_when_its_evaluation_on_all_inputs_does_not_f
 
     spec = arch.model_spec("mnist1d-10", "cnn", 25)
     k = device_bytes("cpu") // (4 * 10**6)  # 1e6 numbers per network: between the two needs below
-    assert 7 * spec.n_params + 100 * spec.activations < 2.5e5  # a quarter of the 1e6
-    assert 7 * spec.n_params + 4000 * spec.widest > 1.5e6
+    assert 7 * spec.n_params + 100 * max(spec.activations, spec.peak) < 3e5  # under a third of the 1e6
+    assert 7 * spec.n_params + 4000 * spec.peak > 1.5e6
     check_training_fits(spec, k, 100, torch.float32, "cpu", "adam")
     refused = rf"^{k} networks of .* trained by adam on 100 inputs and evaluated on 4000"
     with pytest.raises(NNBiasError, match=refused):

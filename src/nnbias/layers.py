@@ -7,6 +7,8 @@ Each layer kind is one class that holds every face of that layer, as each
 * ``param_shapes``/``fan_in``: its parameters per network and the fan-in their scale uses
   (channels x filter size for a convolution);
 * ``forward``: its action on K stacked networks, activations laid out (B, K, C, *S);
+* ``windows``: the scratch copy that action makes beside its output (a convolution's input
+  windows), which the memory checks count;
 * ``kernel``: its NNGP/NTK transform, in neural-tangents' conventions (NTK parametrization
   W_std/sqrt(fan_in) applied in the forward pass, ``Flatten`` averaging the spatial diagonal,
   ``GlobalAvgPool`` averaging all spatial pairs).
@@ -133,6 +135,11 @@ class Layer:
     def fan_in(self, shape: Shape) -> int:
         return 0
 
+    def windows(self, shape: Shape) -> int:
+        """Numbers per input of the scratch copy its forward pass builds from an input of ``shape``
+        beside its output (a convolution's input windows)."""
+        return 0
+
     def forward(
         self, h: torch.Tensor, params: list[torch.Tensor], scales: tuple[float, float]
     ) -> torch.Tensor:
@@ -239,6 +246,9 @@ class Conv(Layer):
 
     def fan_in(self, shape: Shape) -> int:
         return shape[0] * self.filter**self.dims
+
+    def windows(self, shape: Shape) -> int:
+        return math.prod(self.out_shape(shape)[1:]) * self.fan_in(shape)
 
     def forward(self, h, params, scales):
         b, k = h.shape[:2]
@@ -503,18 +513,48 @@ class LayeredSpec:
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes())
 
-    @property
+    @functools.cached_property
     def activations(self) -> int:
-        """Numbers one input leaves in one network's forward pass with autograd: every layer's output
-        below the readout (a flatten is a view of its input and costs nothing)."""
-        return sum(math.prod(shape) for layer, shape in zip(self.stack[:-1], self.shapes[1:-1], strict=True)
-                   if not isinstance(layer, Flatten))
+        """Numbers one input leaves in one network's forward pass with autograd: what autograd saves
+        for the backward pass, counted under torch's saved-tensor hooks on two and on three inputs (on
+        one, degenerate strides spare copies that more inputs need). Which tensor an op keeps is the
+        op's choice (relu keeps its output and not its input, erf its input, a convolution the input
+        windows it multiplies, a batched matmul at times a contiguous copy of its input), so it is
+        read off the ops, not tabulated."""
+        return (self._saved_numbers(3) - self._saved_numbers(2)) // 2
+
+    def _saved_numbers(self, n: int) -> int:
+        """Numbers autograd saves in a forward pass of two networks on ``n`` inputs, beyond the inputs
+        and the parameters themselves (each storage once: relu's output is also the next layer's saved
+        input). On the meta device, which allocates nothing and so counts networks of any size."""
+        params = [torch.zeros(2, *shape, device="meta", requires_grad=True) for shape in self.param_shapes()]
+        x = torch.zeros(n, 2, *self.input_shape, device="meta")
+        own = {t.untyped_storage()._cdata for t in [x, *params]}  # a storage's identity, views included
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage._cdata not in own:
+                saved[storage._cdata] = storage.nbytes() // t.element_size()
+            return t
+
+        taken, h = iter(params), x
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            for layer, shape in zip(self.stack, self.shapes, strict=False):
+                own_params = layer.param_shapes(shape)[: 2 if self.bias else 1]
+                h = layer.forward(h, [next(taken) for _ in own_params], (1.0, 1.0))
+        return sum(saved.values())  # h, still alive, keeps every saved storage alive and its identity unique
 
     @property
-    def widest(self) -> int:
-        """Numbers per input of the widest layer's output, the readout's included: what a forward pass
-        without autograd holds at least, once per input, when the other layers' outputs have been freed."""
-        return max(math.prod(shape) for shape in self.shapes[1:])
+    def peak(self) -> int:
+        """Numbers per input a forward pass without autograd holds at once at least, at its widest step:
+        a layer's input, the windows a convolution copies from it and its output (a flatten's output is
+        a view of its input; the network's own input is the caller's)."""
+        sizes = [0, *(math.prod(shape) for shape in self.shapes[1:])]
+        return max(
+            sizes[i] + layer.windows(shape) + (0 if isinstance(layer, Flatten) else sizes[i + 1])
+            for i, (layer, shape) in enumerate(zip(self.stack, self.shapes, strict=False))
+        )
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         """Per-network parameter shapes in order (weight, bias of each layer that has any)."""

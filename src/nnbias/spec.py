@@ -49,6 +49,7 @@ from typing import Any
 from nnbias.errors import NNBiasError, check_choice, check_int, check_positive, require
 
 ACTIVATIONS = ("relu", "tanh", "erf", "gelu", "sign", "step", "linear")
+DERIVATIVE_READS_INPUT = ("erf", "gelu")  # what autograd saves of them: the input, not the output
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "mean-field")
 # (a, b) for the input, hidden and readout layers, and c (Yang & Hu 2021, Table 1)
 ABC = {
@@ -113,14 +114,16 @@ class NetworkSpec:
     @property
     def activations(self) -> int:
         """Numbers one input leaves in one network's forward pass with autograd: each hidden layer's
-        pre- and post-activation."""
-        return 2 * sum(self.hidden)
+        output, which the next layer's matmul saves, and its pre-activation where the activation's
+        derivative reads its input (erf, gelu; relu and tanh read their output). The layered form
+        counts these by torch's saved-tensor hooks, and a test holds the two to each other."""
+        return sum(self.hidden) * (2 if self.activation in DERIVATIVE_READS_INPUT else 1)
 
     @property
-    def widest(self) -> int:
-        """Numbers per input of the widest layer's output: what a forward pass without autograd holds
-        at least, once per input, when the other layers' outputs have been freed."""
-        return max([*self.hidden, 1])
+    def peak(self) -> int:
+        """Numbers per input a forward pass without autograd holds at once at least: the widest layer's
+        pre- and post-activation (or the output)."""
+        return 2 * max([*self.hidden, 1])
 
     def weight_scale(self, fan_in: int, readout: bool = False) -> float:
         """Standard deviation of one effective weight entry of a layer with this fan-in

@@ -86,9 +86,9 @@ class Ensemble:
         self.check_inputs(x)
         x = x.to(self.weights[0].dtype)
         h = x.transpose(1, 2) if x.ndim == 3 else x.T.unsqueeze(0).expand(self.size, -1, -1)
-        widths = [w.shape[1] for w in self.weights]  # autograd keeps each layer's z and phi(z)
-        check_forward_fits(self.size, h.shape[2], 2 * sum(widths), max(widths), self.spec.n_params,
-                           self.weights[0].dtype, self.weights[0].device, self.spec.describe())
+        spec = self.spec
+        check_forward_fits(self.size, h.shape[2], spec.activations, spec.peak, spec.n_params,
+                           self.weights[0].dtype, self.weights[0].device, spec.describe())
         last = len(self.weights) - 1
         layers = zip(self.weights, self.biases, self.scales, self.bias_scales, strict=True)
         for layer, (w, b, s, bs) in enumerate(layers):

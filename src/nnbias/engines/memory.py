@@ -174,17 +174,21 @@ def check_gram_fits(name: str, n: int, m: int, dtype: torch.dtype, device: str |
                           f"(a square one fits up to {math.isqrt(room.free // dtype.itemsize)} points)")
 
 
-def check_forward_fits(k: int, n: int, kept: int, widest: int, params: int, dtype: torch.dtype,
+def forward_numbers(n: int, kept: int, peak: int, params: int, grad: bool) -> int:
+    """Numbers per network a forward pass on ``n`` inputs surely holds: with autograd (``grad``), the
+    ``kept`` numbers per input it saves for the backward pass (all held when the backward pass
+    starts) or the ``peak`` numbers per input its widest step holds at once, whichever is more, and
+    the gradients (``params``); without, the ``peak`` alone."""
+    return n * max(kept, peak) + params if grad else n * peak
+
+
+def check_forward_fits(k: int, n: int, kept: int, peak: int, params: int, dtype: torch.dtype,
                        device: str | torch.device, what: str) -> None:
-    """Refuse a forward pass of ``k`` networks (``what``) on ``n`` inputs that cannot hold its buffers:
-    with autograd, the ``kept`` numbers per input it keeps for the backward pass, two more of the
-    ``widest`` layer's for the backward itself and the gradients (``params`` per network); without,
-    the widest layer's input and output at once."""
-    if torch.is_grad_enabled():
-        check_fits(k, n * (kept + 2 * widest) + params, dtype, device,
-                   f"{what} on {n} inputs (activations and gradients)")
-    else:
-        check_fits(k, n * 2 * widest, dtype, device, f"{what} on {n} inputs (activations)")
+    """Refuse a forward pass of ``k`` networks (``what``) on ``n`` inputs that cannot hold what
+    ``forward_numbers`` counts."""
+    grad = torch.is_grad_enabled()
+    check_fits(k, forward_numbers(n, kept, peak, params, grad), dtype, device,
+               f"{what} on {n} inputs (activations{' and gradients' if grad else ''})")
 
 
 def training_copies(optimizer: str) -> int:
@@ -193,17 +197,24 @@ def training_copies(optimizer: str) -> int:
     return 5 + (optimizer == "adam")
 
 
+def training_numbers(spec: NetworkSpec | LayeredSpec, points: int, optimizer: str = "sgd",
+                     evaluated: int = 0) -> int:
+    """Numbers per network that training ``spec`` by ``optimizer`` on ``points`` inputs at once surely
+    holds: the draw and its training state (``training_copies``) and a forward pass's activations on
+    the ``points`` (as ``forward_numbers`` counts them with autograd) or, where the networks are also
+    evaluated on ``evaluated`` inputs at once (a minibatch run's full training and test sets), its
+    widest step on those if that is more. A lower bound (``benchmarks/bench_memory.py`` measures
+    real peaks against it)."""
+    held = max(points * spec.activations, max(points, evaluated) * spec.peak)
+    return (1 + training_copies(optimizer)) * spec.n_params + held
+
+
 def check_training_fits(spec: NetworkSpec | LayeredSpec, networks: int, points: int, dtype: torch.dtype,
                         device: str | torch.device, optimizer: str = "sgd", evaluated: int = 0) -> None:
-    """Refuse, before a run is written, ``networks`` networks of ``spec`` that cannot hold what training
-    them by ``optimizer`` on ``points`` inputs at once surely needs: the draws and their training state
-    (``training_copies``) and each hidden layer's activations (``spec.activations`` per input), or,
-    where the networks are also evaluated on ``evaluated`` inputs at once (a minibatch run's full
-    training and test sets), the widest layer's output on those if that is more. A lower bound: what
-    passes may still be refused at an allocation, but what fails here would fail there, after the
-    cells before it."""
-    held = max(points * spec.activations, evaluated * spec.widest)
-    check_fits(networks, (1 + training_copies(optimizer)) * spec.n_params + held, dtype, device,
+    """Refuse, before a run is written, ``networks`` networks of ``spec`` that cannot hold what
+    ``training_numbers`` counts: what passes may still be refused at an allocation, but what fails
+    here would fail there, after the cells before it."""
+    check_fits(networks, training_numbers(spec, points, optimizer, evaluated), dtype, device,
                f"{spec.describe()} trained by {optimizer} on {points} inputs"
                + (f" and evaluated on {evaluated}" if evaluated > points else "")
                + " (the draws, their training state and the activations)")

@@ -71,6 +71,7 @@ def network_fn(spec: LayeredSpec) -> Callable[[list[torch.Tensor], torch.Tensor]
     )
     scales = [next(forward_scales) if n else (1.0, 1.0) for n in per_layer]
     width = math.prod(spec.input_shape)
+    kept = spec.activations  # read here, not first inside a torch.func transform
 
     def fn(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         k = params[0].shape[0]
@@ -79,7 +80,7 @@ def network_fn(spec: LayeredSpec) -> Callable[[list[torch.Tensor], torch.Tensor]
             f"inputs of shape {tuple(x.shape)} do not match input_shape={spec.input_shape}; "
             f"expected flat rows (N, {width}) or (K, N, {width})",
         )
-        check_forward_fits(k, x.shape[-2], spec.activations, spec.widest, spec.n_params, params[0].dtype,
+        check_forward_fits(k, x.shape[-2], kept, spec.peak, spec.n_params, params[0].dtype,
                            params[0].device, spec.describe())
         x = x.to(dtype=params[0].dtype, device=params[0].device)
         if x.ndim == 2:
