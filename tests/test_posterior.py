@@ -208,6 +208,43 @@ def test_last_layer_sampling_keeps_only_readouts_that_fit():
     assert codes.max() < 2**s.test
 
 
+def test_readouts_drawn_chunk_by_chunk_are_those_of_one_draw(monkeypatch):
+    """last-sample draws the readouts of READOUT_CHUNK networks at a time from one generator, so that the
+    paper's 40 000 x 1024 readouts of width 1024 (168 GB at once) fit; the chunks (a last one shorter)
+    give the functions and shares one draw of every readout gives, so the stored numbers stand."""
+    s = routes.RoutesSettings(samples=300, readouts=64)
+    task = routes.load_task(s)
+    nets = sample_ensemble(routes.spec_for(5), 300, torch.Generator().manual_seed(0))
+
+    def draw(chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setattr(routes, "READOUT_CHUNK", chunk)
+        return routes.last_layer_samples(nets, task, 64, torch.Generator().manual_seed(1))
+
+    whole, chunked = draw(10**9), draw(64)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
+    assert len(set(whole[0].tolist())) > 3  # many functions, not one repeated
+
+
+def test_routes_checks_one_chunk_of_readouts_not_every_network_at_once(tmp_path, monkeypatch):
+    """The before-run check counts READOUT_CHUNK networks' readouts: 50 000 networks with 8192 readouts
+    of width 128 (232 GB at once, 1.2 GB a chunk) get to the run, and a chunk too big for any machine
+    is refused before one is written."""
+
+    class RunStartedError(Exception):
+        pass
+
+    with Store(tmp_path / "s.duckdb") as st:
+        monkeypatch.setattr(st, "start_run", lambda *a, **k: (_ for _ in ()).throw(RunStartedError()))
+        with pytest.raises(RunStartedError):
+            routes.run_routes(st, routes.RoutesSettings(widths=(128,), samples=50_000, readouts=8192),
+                              tmp_path / "out", quiet=True)
+        monkeypatch.undo()
+        with pytest.raises(NNBiasError, match=r"256 networks of .* with 1000000000 readouts each"):
+            routes.run_routes(st, routes.RoutesSettings(widths=(2,), readouts=10**9), tmp_path / "out",
+                              quiet=True)
+        assert st.runs().empty
+
+
 def test_routes_resume_and_the_same_route_twice_is_the_same_posterior(tmp_path, monkeypatch):
     s = routes.RoutesSettings(widths=(2, 16), samples=400, readouts=64, max_epochs=100)
     cell = routes.route_cell

@@ -62,6 +62,9 @@ TV_MARGIN = 0.1  # "the same posterior": total variation at most this
 ALPHA = 0.01
 MIN_SAMPLES = 100  # fewer functions in a route say nothing about a whole distribution
 DECIDE = "more samples per route"
+# networks whose readouts last-sample draws at once: bounds its buffer at any scale (1 GiB at the paper's
+# 1024 readouts of width 1024); a constant, so the random stream does not depend on the machine
+READOUT_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -113,18 +116,28 @@ def spec_for(width: int) -> NetworkSpec:
 def last_layer_samples(nets: Ensemble, task: Dataset, readouts: int, generator: torch.Generator
                        ) -> tuple[np.ndarray, np.ndarray]:
     """For each network's (frozen) hidden layer, ``readouts`` prior readouts: (the function on E of the
-    first one that fits S, or -1 when none does; the share of readouts that fit S)."""
+    first one that fits S, or -1 when none does; the share of readouts that fit S). The readouts of
+    ``READOUT_CHUNK`` networks at a time, drawn one chunk after the other from ``generator``."""
     x = torch.cat([task.x_train, task.x_test]).float()
     hidden: list[torch.Tensor] = []
     with torch.no_grad():
         nets.forward(x, hidden=hidden)
-        h = hidden[-1]  # (K, width, N)
-        k, width = h.shape[:2]
+    h = hidden[-1]  # (K, width, N)
+    chunks = [_fitting_readouts(h[i:i + READOUT_CHUNK], nets, readouts, task.y_train, generator)
+              for i in range(0, len(h), READOUT_CHUNK)]
+    return np.concatenate([c for c, _ in chunks]), np.concatenate([s for _, s in chunks])
+
+
+def _fitting_readouts(h: torch.Tensor, nets: Ensemble, readouts: int, y_train: torch.Tensor,
+                      generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``last_layer_samples`` for the hidden layers ``h`` (k, width, N) of k networks."""
+    k, width = h.shape[:2]
+    with torch.no_grad():
         draws = torch.randn(k, readouts, width + 1, generator=generator).to(h.device)  # the CPU's stream
         out = torch.baddbmm((draws[:, :, width] * nets.bias_scales[-1]).unsqueeze(2), draws[:, :, :width], h,
-                            alpha=nets.scales[-1])  # (K, R, N)
-    m = len(task.y_train)
-    fit = fit_mask(out[:, :, :m], task.y_train)  # (K, R)
+                            alpha=nets.scales[-1])  # (k, R, N)
+    m = len(y_train)
+    fit = fit_mask(out[:, :, :m], y_train)  # (k, R)
     first = torch.argmax(fit.to(torch.uint8), dim=1)
     chosen = out[torch.arange(k, device=out.device), first, m:]
     codes = np.where(fit.any(1).cpu().numpy(), sign_codes(chosen), -1)
@@ -169,12 +182,12 @@ def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False,
     """Run (or resume) every (width, route) cell on ``executor``; compare the routes pairwise; judge the
     claims."""
     task = load_task(s)
-    # before anything is run: the widest cell's networks trained on S, and their readouts drawn at once
-    # (each network's R readouts and their outputs on S and E)
+    # before anything is run: the widest cell's networks trained on S, and one chunk of networks with
+    # their readouts drawn at once (each network's R readouts and their outputs on S and E)
     widest, inputs = spec_for(max(s.widths)), s.train + s.test
     check_training_fits(widest, s.samples, s.train, torch.float32, s.device)
-    check_fits(s.samples, s.readouts * (max(s.widths) + 1 + inputs), torch.float32, s.device,
-               f"{widest.describe()} with {s.readouts} readouts each on {inputs} inputs")
+    check_fits(min(s.samples, READOUT_CHUNK), s.readouts * (max(s.widths) + 1 + inputs), torch.float32,
+               s.device, f"{widest.describe()} with {s.readouts} readouts each on {inputs} inputs")
     run_id = store.start_run("routes", s.to_dict(), s.seed, executor)
     done = store.done_cells("routes_cells", run_id, ["width", "route"])
     todo = [(w, r) for w in s.widths for r in ROUTES if (w, r) not in done]
