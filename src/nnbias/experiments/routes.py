@@ -63,7 +63,8 @@ ALPHA = 0.01
 MIN_SAMPLES = 100  # fewer functions in a route say nothing about a whole distribution
 DECIDE = "more samples per route"
 # networks whose readouts last-sample draws at once: bounds its buffer at any scale (1 GiB at the paper's
-# 1024 readouts of width 1024); a constant, so the random stream does not depend on the machine
+# 1024 readouts of width 1024); a constant, so the random stream does not depend on the machine, and a
+# multiple of 16 networks, so the chunks draw what one call would (torch fills normals 16 at a time)
 READOUT_CHUNK = 256
 
 
