@@ -6,7 +6,11 @@
    (sampling and committing, not the cluster's start-up) and the efficiency
    rate(N) / (N * rate(1 thread)); the stores' counts must agree, since chunks
    depend on the seed alone.
-2. A sweep experiment (``bound`` on the Boolean task: 12 cells, each EP on the
+2. A training run (P_SGD of ``sgd-vs-bayes``: 8 chunks of 250 64-40-40-1 ReLU
+   networks trained by SGD, batches of 8, on the binarised digits 3 and 5) the
+   same four ways: networks/s, efficiency, and whether the stored functions are
+   identical.
+3. A sweep experiment (``bound`` on the Boolean task: 12 cells, each EP on the
    NNGP, a rejection count and 8 networks trained by Adam) the same four ways:
    cells/s, efficiency, and whether the stored cells are identical.
 """
@@ -19,6 +23,7 @@ from pathlib import Path
 from nnbias.executor import DaskExecutor, LocalExecutor
 from nnbias.experiments.bound import SIZES, BoundSettings, run_bound
 from nnbias.experiments.sampling import SamplingConfig, run_sampling
+from nnbias.experiments.sgd_bayes import SgdBayesSettings, run_psgd
 from nnbias.spec import NetworkSpec
 from nnbias.store import Store
 
@@ -57,6 +62,14 @@ def main(samples: int = 2_000_000) -> None:
 
     print(f"{samples:,} networks 7-40-40-1, chunks of 65536")
     measure(sample, samples, "networks/s")
+    training = SgdBayesSettings(tasks=("digits-3-5",), methods=("sgd-b8",))  # reproduce's 8 chunks of 250
+
+    def train(st, executor, _folder):
+        run_id = run_psgd(st, "digits-3-5", "sgd-b8", training, executor, quiet=True)
+        return st.function_counts(run_id).sort_values("truth_table", ignore_index=True)
+
+    print(f"training: P_SGD of sgd-b8 on digits-3-5, {training.runs} networks, {training.chunk_size} a chunk")
+    measure(train, training.runs, "networks/s")
     settings = BoundSettings(tasks=("bool7-0011",), networks=8)
 
     def sweep(st, executor, folder):

@@ -11,17 +11,24 @@ workers, and a resumed run simply leaves out the chunks already marked done.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nnbias.errors import NNBiasError, check_int
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nnbias.store import Store
 
 MAX_CHUNKS = 10**7  # a run's chunks are rows of the store and entries of its to-do list
 
@@ -48,10 +55,34 @@ def _single_threaded(fn: Callable[[int], Any], chunk: int) -> Any:
     return fn(chunk)
 
 
+# glibc's mallopt parameters, and the values its adaptive rule settles at on 64-bit machines
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 64 << 20
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Let this process's glibc keep freed buffers for reuse: mmap only buffers of 32 MiB and more, and
+    give the heap back beyond 64 MiB free, where glibc's own adaptive thresholds end up on 64-bit.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back to the OS), and
+    any such variable freezes glibc's mmap threshold at 128 KiB: each tensor above it is then a fresh
+    mmap, zero-filled page by page and unmapped when freed. Measured on a training chunk: 16x the page
+    faults and 3.5x the time of the same chunk in this process. Once per process; False where the C
+    library is not glibc (nothing to undo there)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD,
+                                                                                 TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def _on_worker(fn: Callable[[int], Any], chunk: int) -> tuple[str, Any]:
     """A chunk on a Dask worker, with the worker's address: the one machine that computed it."""
     from distributed import get_worker
 
+    reuse_freed_memory()
     return get_worker().address, _single_threaded(fn, chunk)
 
 
@@ -255,3 +286,15 @@ def run_cells(executor: LocalExecutor | DaskExecutor | None, fn: Callable[..., A
     where = executor if isinstance(executor, DaskExecutor) else LocalExecutor(1)
     run_chunks(where, work, list(range(len(cells))),
                lambda i, result: commit(cells[i], result), label, quiet)
+
+
+def run_sweep(store: Store, run_id: str, table: str, keys: list[str], cells: list[tuple],
+              executor: LocalExecutor | DaskExecutor | None, fn: Callable[..., pd.DataFrame], label: str,
+              quiet: bool = False, before: tuple = (), after: tuple = ()) -> pd.DataFrame:
+    """A sweep whose cell ``fn(*before, *cell, *after)`` gives rows of ``table`` keyed by the ``keys``
+    columns: run the ``cells`` (the whole sweep, in its order) that the run has not stored yet, each
+    committed as it finishes, and return the run's rows in the sweep's order (``Store.sweep_table``)."""
+    done = store.done_cells(table, run_id, keys)
+    run_cells(executor, fn, [cell for cell in cells if cell not in done], store.appender(table, run_id),
+              label, quiet, before, after)
+    return store.sweep_table(table, run_id, keys, cells)

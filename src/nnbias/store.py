@@ -450,6 +450,18 @@ class Store:
             written.append(target)
         return written
 
+    def sweep_table(self, name: str, run_id: str, keys: list[str], cells: list[tuple]) -> pd.DataFrame:
+        """One run's rows of a sweep's table (without ``run_id``) in the order of ``cells``, the tuples of
+        the ``keys`` columns' values, each cell's rows in the order its unit stored them. Cells are stored
+        as they finish, which on several workers is not the sweep's order; claims, figures and the
+        report read the rows in this order, so they do not depend on which worker was quicker."""
+        frame = self.table(name, run_id)
+        if not len(frame):
+            return frame
+        position = {cell: i for i, cell in enumerate(cells)}
+        order = [position.get(key, len(cells)) for key in frame[keys].itertuples(index=False, name=None)]
+        return frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True).drop(columns="run_id")
+
     def done_cells(self, name: str, run_id: str, keys: list[str]) -> set[tuple]:
         """The ``keys`` tuples of the cells of a sweep already stored for a run: what a rerun skips."""
         frame = self.table(name, run_id)

@@ -43,7 +43,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import kernel_classify
-from nnbias.executor import run_cells
+from nnbias.executor import run_cells, run_sweep
 from nnbias.experiments.registry import check_task, scaled_settings
 from nnbias.layers import LayeredSpec
 from nnbias.measures.complexity import lz_complexity, translation_invariant
@@ -271,38 +271,26 @@ def run_architectures(
             check_training_fits(model_spec(t, model, max(widths)), s.networks, min(s.batch, n), torch.float32,
                                 s.device, OPTIMIZER, evaluated=max(n, m))
     run_id = store.start_run("architectures", s.to_dict(), s.seed, executor)
-    nets_done = store.done_cells("architecture_nets", run_id, ["task", "model", "width"])
-    kernels_done = store.done_cells("architecture_kernels", run_id, ["task", "kernel"])
+    models = (("logistic", (0,)), ("mlp", s.mlp_widths), ("cnn", s.cnn_widths))
+    net_cells = [(t, m, w) for t in s.tasks for m, widths in models for w in widths]
+    kernel_cells = [(t, k) for t in s.tasks for k in ("mlp", "cnn-flatten", "cnn-gap")]
+    bool_cells = [(a,) for a in BOOLEAN]
     bool_done = store.done_cells("architecture_boolean", run_id, ["architecture"])
-    net_cells = [
-        (t, m, w)
-        for t in s.tasks
-        for m, widths in (("logistic", (0,)), ("mlp", s.mlp_widths), ("cnn", s.cnn_widths))
-        for w in widths
-        if (t, m, w) not in nets_done
-    ]
-    kernel_cells = [
-        (t, k) for t in s.tasks for k in ("mlp", "cnn-flatten", "cnn-gap") if (t, k) not in kernels_done
-    ]
-    bool_cells = [(a,) for a in BOOLEAN if (a,) not in bool_done]
 
     def commit_boolean(cell: tuple, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         with store.transaction():  # both tables or neither: a rerun then redoes the cell once
             store.append_rows("architecture_boolean", run_id, frames[0])
             store.append_rows("architecture_functions", run_id, frames[1])
 
-    run_cells(executor, network_cell, net_cells,
-              store.appender("architecture_nets", run_id), "trained networks", quiet,
-              after=(s,))
-    run_cells(executor, kernel_cell, kernel_cells,
-              store.appender("architecture_kernels", run_id), "kernels", quiet,
-              after=(s,))
-    run_cells(executor, boolean_cell, bool_cells, commit_boolean, "Boolean-image P(f)", quiet, after=(s,))
+    nets = run_sweep(store, run_id, "architecture_nets", ["task", "model", "width"], net_cells, executor,
+                     network_cell, "trained networks", quiet, after=(s,))
+    kernels = run_sweep(store, run_id, "architecture_kernels", ["task", "kernel"], kernel_cells, executor,
+                        kernel_cell, "kernels", quiet, after=(s,))
+    run_cells(executor, boolean_cell, [c for c in bool_cells if c not in bool_done], commit_boolean,
+              "Boolean-image P(f)", quiet, after=(s,))
     store.finish_run(run_id)
-    nets = store.table("architecture_nets", run_id).drop(columns="run_id")
-    kernels = store.table("architecture_kernels", run_id).drop(columns="run_id")
-    boolean = store.table("architecture_boolean", run_id).drop(columns="run_id")
-    functions = store.table("architecture_functions", run_id).drop(columns="run_id")
+    boolean, functions = (store.sweep_table(t, run_id, ["architecture"], bool_cells)
+                          for t in ("architecture_boolean", "architecture_functions"))
     accuracy = accuracy_table(nets)
     gaps = gap_table(accuracy, kernels)
     judged = architecture_claims(accuracy, gaps, boolean)

@@ -40,7 +40,7 @@ from nnbias.errors import check_device, check_int, check_seed, check_sweeps, req
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.ep import ep_log_probability
 from nnbias.estimators.frequency import clopper_pearson
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import check_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -157,12 +157,10 @@ def run_bound(store: Store, s: BoundSettings, out: Path, quiet: bool = False,
         check_training_fits(NetworkSpec(TASKS[t](m, s.seed).dim, s.hidden), s.networks, m, torch.float64,
                             s.device, OPTIMIZER)
     run_id = store.start_run("bound", s.to_dict(), s.seed, executor)
-    done = store.done_cells("bound_cells", run_id, ["task", "m", "corruption"])
-    todo = [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions if (t, m, c) not in done]
-    run_cells(executor, bound_cell, todo, store.appender("bound_cells", run_id),
-              "PAC-Bayes bound cells", quiet, after=(s,))
+    cells = run_sweep(store, run_id, "bound_cells", ["task", "m", "corruption"],
+                      [(t, m, c) for t in s.tasks for m in SIZES[t] for c in s.corruptions], executor,
+                      bound_cell, "PAC-Bayes bound cells", quiet, after=(s,))
     store.finish_run(run_id)
-    cells = store.table("bound_cells", run_id).drop(columns="run_id")
     judged = bound_claims(cells)
     store.save_claims(run_id, judged)
     figs = {"pac_bayes_bound": figures.pac_bayes_bound(cells, out / "pac_bayes_bound.png")}

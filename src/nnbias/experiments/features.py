@@ -38,7 +38,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.scaling import power_law
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
@@ -228,13 +228,11 @@ def run_features(store: Store, s: FeaturesSettings, out: Path, quiet: bool = Fal
     run_id = store.start_run("features", s.to_dict(), s.seed, executor)
     if not len(store.table("features_coord", run_id)):
         store.append_rows("features_coord", run_id, coordinate_check(s))
-    have = store.done_cells("features_cells", run_id, ["task", "parametrization", "width"])
-    todo = [(t, p, w) for t in s.tasks for p in s.parametrizations for w in s.widths if (t, p, w) not in have]
-    run_cells(executor, _feature_work, todo, store.appender("features_cells", run_id),
-              "feature-movement cells", quiet, after=(s,))
+    cells = run_sweep(store, run_id, "features_cells", ["task", "parametrization", "width"],
+                      [(t, p, w) for t in s.tasks for p in s.parametrizations for w in s.widths], executor,
+                      _feature_work, "feature-movement cells", quiet, after=(s,))
     store.finish_run(run_id)
     coord = store.table("features_coord", run_id).drop(columns="run_id")
-    cells = store.table("features_cells", run_id).drop(columns="run_id")
     measures = dict.fromkeys(("act_change_1", f"act_change_{s.depth}", "kernel_distance"))  # depth 1: once
     exponents = pd.concat([fit_exponents(cells, c) for c in measures if c in cells], ignore_index=True)
     coord_fit = coordinate_exponents(coord)

@@ -52,7 +52,7 @@ from nnbias.errors import check_device, check_int, check_positive, check_seed, c
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors
 from nnbias.estimators.scaling import power_law
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -245,10 +245,9 @@ def curve_cell(name: str, task: Dataset, n: int, eta: float, s: GapSettings) -> 
     return pd.DataFrame(rows)
 
 
-def _chosen_eta(store: Store, run_id: str, name: str) -> float:
-    """The stored tuned muP base learning rate of a task."""
-    table = store.table("gap_lr", run_id)
-    return float(table[(table["task"] == name) & table["chosen"]]["eta"].iloc[0])
+def _chosen_eta(lrs: pd.DataFrame, name: str) -> float:
+    """The tuned muP base learning rate of a task, from the run's ``gap_lr`` rows."""
+    return float(lrs[(lrs["task"] == name) & lrs["chosen"]]["eta"].iloc[0])
 
 
 def _kernel_work(name: str, s: GapSettings) -> pd.DataFrame:
@@ -283,25 +282,20 @@ def run_gap(store: Store, s: GapSettings, out: Path, quiet: bool = False, execut
     run_id = store.start_run("gap", s.to_dict(), s.seed, executor)
     tasks = list(dict.fromkeys((*s.tasks, *s.curve_tasks)))  # curves use the eta tuned on the ladder's task
 
-    done = store.done_cells("gap_kernels", run_id, ["task"])
-    run_cells(executor, _kernel_work, [(n,) for n in s.tasks if (n,) not in done],
-              store.appender("gap_kernels", run_id), "gap: kernel predictors", quiet, after=(s,))
-    done = store.done_cells("gap_lr", run_id, ["task"])
-    run_cells(executor, _tune_work, [(n,) for n in tasks if (n,) not in done],
-              store.appender("gap_lr", run_id), "gap: muP learning rates", quiet, after=(s,))
-    kernels = store.table("gap_kernels", run_id).groupby("task")["lr"].first()
-    etas = {n: _chosen_eta(store, run_id, n) for n in tasks}
-    rates = {n: (float(kernels[n]), etas[n]) for n in s.tasks}
-    done = store.done_cells("gap_cells", run_id, ["task", "width"])
-    run_cells(executor, _ladder_work, [(n, w) for n in s.tasks for w in s.widths if (n, w) not in done],
-              store.appender("gap_cells", run_id), "gap: ladder cells", quiet, before=(rates,), after=(s,))
-    done = store.done_cells("gap_curves", run_id, ["task", "n"])
-    curves = [(n, m) for n in s.curve_tasks for m in s.curve_sizes if (n, m) not in done]
-    run_cells(executor, _curve_work, curves, store.appender("gap_curves", run_id),
-              "gap: sample-complexity curves", quiet, before=(etas,), after=(s,))
+    kernels = run_sweep(store, run_id, "gap_kernels", ["task"], [(n,) for n in s.tasks], executor,
+                        _kernel_work, "gap: kernel predictors", quiet, after=(s,))
+    lrs = run_sweep(store, run_id, "gap_lr", ["task"], [(n,) for n in tasks], executor, _tune_work,
+                    "gap: muP learning rates", quiet, after=(s,))
+    ntk_lr = kernels.groupby("task")["lr"].first()
+    etas = {n: _chosen_eta(lrs, n) for n in tasks}
+    rates = {n: (float(ntk_lr[n]), etas[n]) for n in s.tasks}
+    cells = run_sweep(store, run_id, "gap_cells", ["task", "width"],
+                      [(n, w) for n in s.tasks for w in s.widths], executor, _ladder_work,
+                      "gap: ladder cells", quiet, before=(rates,), after=(s,))
+    curves = run_sweep(store, run_id, "gap_curves", ["task", "n"],
+                       [(n, m) for n in s.curve_tasks for m in s.curve_sizes], executor, _curve_work,
+                       "gap: sample-complexity curves", quiet, before=(etas,), after=(s,))
     store.finish_run(run_id)
-    kernels, cells, lrs, curves = (store.table(t, run_id).drop(columns="run_id")
-                                   for t in ("gap_kernels", "gap_cells", "gap_lr", "gap_curves"))
     scores = error_table(kernels, cells)
     summary = gap_summary(scores, s.tasks)
     divergence = divergence_exponents(cells)

@@ -44,7 +44,7 @@ from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_device, check_int, check_positive, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, count_columns, goodness_of_fit
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -187,15 +187,12 @@ def run_gibbs(store: Store, s: GibbsSettings, out: Path, quiet: bool = False,
     run_id = store.start_run("gibbs", s.to_dict(), s.seed, executor)
     if not store.done_cells("gibbs_references", run_id, ["temperature"]):
         store.append_rows("gibbs_references", run_id, references(task, s))
-    done = store.done_cells("gibbs_cells", run_id, ["method", "lr", "batch"])
-    todo = [("langevin", lr, 0) for lr in s.step_sizes] + \
-        [("sgd", lr, b) for lr in s.sgd_lrs for b in s.sgd_batches]
-    todo = [cell for cell in todo if cell not in done]
-    run_cells(executor, dynamics_cell, todo, store.appender("gibbs_cells", run_id),
-              "Langevin and SGD cells", quiet, before=(task,), after=(s,))
+    sweep = [("langevin", lr, 0) for lr in s.step_sizes] + [("sgd", lr, b) for lr in s.sgd_lrs
+                                                             for b in s.sgd_batches]
+    cells = run_sweep(store, run_id, "gibbs_cells", ["method", "lr", "batch"], sweep, executor, dynamics_cell,
+                      "Langevin and SGD cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
     refs = store.table("gibbs_references", run_id).drop(columns="run_id")
-    cells = store.table("gibbs_cells", run_id).drop(columns="run_id")
     langevin, tempering = langevin_table(cells, refs, s), tempering_table(cells, refs)
     judged = gibbs_claims(langevin, tempering, refs, s)
     store.save_claims(run_id, judged)

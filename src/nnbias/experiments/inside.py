@@ -41,7 +41,7 @@ from nnbias.estimators import verdicts as v
 from nnbias.estimators.gp import cholesky_solve
 from nnbias.estimators.limits import stable_lr
 from nnbias.estimators.scaling import power_law
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures import features as fm
 from nnbias.report import figures
@@ -186,12 +186,10 @@ def run_inside(store: Store, s: InsideSettings, out: Path, quiet: bool = False,
     widest = NetworkSpec(task.dim, (max(s.widths),), "relu", sigma_w=s.sigma_w, sigma_b=s.sigma_b)
     check_training_fits(widest, s.networks, len(task.y_train), torch.float64, s.device)
     run_id = store.start_run("inside", s.to_dict(), s.seed, executor)
-    done = store.done_cells("inside_cells", run_id, ["parametrization", "width"])
-    todo = [(p, w) for p in s.parametrizations for w in s.widths if (p, w) not in done]
-    run_cells(executor, solution_cell, todo, store.appender("inside_cells", run_id),
-              "kernel-solution cells", quiet, before=(s.task, task), after=(s,))
+    cells = run_sweep(store, run_id, "inside_cells", ["parametrization", "width"],
+                      [(p, w) for p in s.parametrizations for w in s.widths], executor, solution_cell,
+                      "kernel-solution cells", quiet, before=(s.task, task), after=(s,))
     store.finish_run(run_id)
-    cells = store.table("inside_cells", run_id).drop(columns="run_id")
     exponents = fit_exponents(cells)
     judged = inside_claims(cells, exponents)
     store.save_claims(run_id, judged)

@@ -208,7 +208,7 @@ def run_kernels(store: Store, s: KernelsSettings, out: Path, quiet: bool = False
     run_cells(executor, _kernels_work, todo, lambda cell, rows: store.append_rows(cell[0], run_id, rows),
               "kernel cells", quiet, after=(s,))
     store.finish_run(run_id)
-    results = store.table("kernels_results", run_id).drop(columns="run_id")
+    results = store.sweep_table("kernels_results", run_id, ["task"], [(n,) for n in s.tasks])
     conv = store.table("kernels_convergence", run_id).drop(columns="run_id")
     fluct = store.table("kernels_init_fluctuations", run_id).drop(columns="run_id")
     slope, half = power_law(conv["width"], conv["rel_error"])

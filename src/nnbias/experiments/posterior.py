@@ -51,7 +51,7 @@ from nnbias.errors import check_choice, check_device, check_int, check_positive,
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.energy import energy_test
 from nnbias.estimators.scaling import weighted_power_law
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import check_task, named_task, scaled_settings
 from nnbias.measures.features import kernel_distance, linear_cka
 from nnbias.report import figures
@@ -287,12 +287,11 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
     check_fits(s.prior_samples, spec.n_params + 2 * inputs * (sum(spec.hidden) + 1), torch.float32, s.device,
                f"{spec.describe()} drawn from the prior with float64 representations of all {inputs} inputs")
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
-    done = store.done_cells("posterior_cells", run_id, ["width", "method"])
-    todo = [(w, m) for w in s.widths for m in s.methods if (w, m) not in done]
-    run_cells(executor, posterior_cell, todo, store.appender("posterior_cells", run_id),
-              "posterior cells", quiet, before=(task,), after=(s,))
+    cells = run_sweep(store, run_id, "posterior_cells", ["width", "method"],
+                      [(w, m) for w in s.widths for m in s.methods], executor, posterior_cell,
+                      "posterior cells", quiet, before=(task,), after=(s,))
     store.finish_run(run_id)
-    gains = with_gains(store.table("posterior_cells", run_id).drop(columns="run_id"))
+    gains = with_gains(cells)
     exponents = fit_exponents(gains)
     judged = posterior_claims(gains, exponents)
     store.save_claims(run_id, judged)

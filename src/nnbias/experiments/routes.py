@@ -48,7 +48,7 @@ from nnbias.errors import check_choice, check_device, check_int, check_positive,
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.frequency import column_counts, compare_distributions, count_columns
 from nnbias.estimators.posterior import trained_functions
-from nnbias.executor import run_cells
+from nnbias.executor import run_sweep
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -190,12 +190,10 @@ def run_routes(store: Store, s: RoutesSettings, out: Path, quiet: bool = False,
     check_fits(min(s.samples, READOUT_CHUNK), s.readouts * (max(s.widths) + 1 + inputs), torch.float32,
                s.device, f"{widest.describe()} with {s.readouts} readouts each on {inputs} inputs")
     run_id = store.start_run("routes", s.to_dict(), s.seed, executor)
-    done = store.done_cells("routes_cells", run_id, ["width", "route"])
-    todo = [(w, r) for w in s.widths for r in ROUTES if (w, r) not in done]
-    run_cells(executor, route_cell, todo, store.appender("routes_cells", run_id),
-              "route cells", quiet, before=(task,), after=(s,))
+    cells = run_sweep(store, run_id, "routes_cells", ["width", "route"],
+                      [(w, r) for w in s.widths for r in ROUTES], executor, route_cell, "route cells", quiet,
+                      before=(task,), after=(s,))
     store.finish_run(run_id)
-    cells = store.table("routes_cells", run_id).drop(columns="run_id")
     pairs = compare_routes(cells, s.seed)
     judged = routes_claims(cells, pairs)
     store.save_claims(run_id, judged)

@@ -48,7 +48,7 @@ from nnbias.engines.training import centre, linearised_gd, mup_gd, train_gd
 from nnbias.errors import check_device, check_int, check_positive, check_seed, check_sweeps, require
 from nnbias.estimators import verdicts as v
 from nnbias.estimators.limits import kernel_predictors, stable_lr
-from nnbias.executor import run_cells
+from nnbias.executor import run_cells, run_sweep
 from nnbias.experiments.registry import scaled_settings
 from nnbias.report import figures
 from nnbias.spec import NetworkSpec
@@ -238,17 +238,16 @@ def run_transfer(store: Store, s: TransferSettings, out: Path, quiet: bool = Fal
             check_training_fits(_spec(task.dim, "ntk", s), s.networks, len(task.y_train), torch.float64,
                                 s.device)
     run_id = store.start_run("transfer", s.to_dict(), s.seed, executor)
-    done = store.done_cells("transfer_cells", run_id, ["pair", "n"])
-    todo = [(name, n) for name in s.pairs for n in s.sizes if (name, n) not in done]
-    tasks_a = {pairs[name].a.name: (pairs[name].a,) for name, _ in todo}
+    sweep = [(name, n) for name in s.pairs for n in s.sizes]
+    done = store.done_cells("transfer_cells", run_id, ["pair", "n"])  # A is pretrained for these only
+    tasks_a = {pairs[name].a.name: (pairs[name].a,) for name, n in sweep if (name, n) not in done}
     pretrained: dict[str, Pretrained] = {}  # by A's name
     run_cells(executor, pretrain, list(tasks_a.values()),
               lambda cell, result: pretrained.__setitem__(cell[0].name, result), "pretraining on A", quiet,
               after=(s,))
-    run_cells(executor, pair_cell, todo, store.appender("transfer_cells", run_id),
-              "transfer cells", quiet, before=(pairs, pretrained), after=(s,))
+    cells = run_sweep(store, run_id, "transfer_cells", ["pair", "n"], sweep, executor, pair_cell,
+                      "transfer cells", quiet, before=(pairs, pretrained), after=(s,))
     store.finish_run(run_id)
-    cells = store.table("transfer_cells", run_id).drop(columns="run_id")
     gains = gain_table(cells)
     judged = transfer_claims(cells, s.claim_size)
     store.save_claims(run_id, judged)
