@@ -9,7 +9,16 @@ import pytest
 import torch
 from scipy import stats
 
-from nnbias.engines.bayes import effective_sample_size, gibbs_weights, langevin_posterior, rejection_posterior
+from nnbias.engines.bayes import (
+    effective_sample_size,
+    fits,
+    gather,
+    gibbs_weights,
+    langevin_posterior,
+    prior_chunks,
+    rejection_posterior,
+    select,
+)
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.volumes import exact_volumes
 from nnbias.errors import NNBiasError
@@ -115,6 +124,33 @@ def test_rejection_posterior_is_reproducible_and_stops_at_its_budget():
     assert all(torch.equal(p, q) for p, q in zip(a.nets.tensors(), b.nets.tensors(), strict=True))
     short = rejection_posterior(spec, cube, y, wanted=10**6, seed=1, max_draws=3000, chunk=1000)
     assert short.draws == 3000 and short.nets.size < 10**6
+
+
+def test_rejection_keeps_the_first_draws_that_fit_in_draw_order():
+    """The accepted networks, gathered chunk by chunk into one buffer, are the prior draws of the same
+    chunks that fit S, filtered here one network at a time, the first ``wanted`` of them."""
+    spec = NetworkSpec(3, (4,), "relu")
+    cube = hypercube(3)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    sample = rejection_posterior(spec, cube, y, wanted=70, seed=2, max_draws=10**5, chunk=256)
+    fitting = [[t[i] for t in nets.tensors()] for nets in prior_chunks(spec, sample.draws, 2, 256)
+               for i in range(nets.size) if fits(nets, cube, y)[i]]
+    assert sample.nets.size == 70 and len(fitting) >= 70 and sample.draws % 256 == 0
+    for k, net in enumerate(fitting[:70]):
+        assert all(torch.equal(t[k], p) for t, p in zip(sample.nets.tensors(), net, strict=True))
+
+
+def test_gather_copies_parts_in_order_up_to_its_capacity():
+    spec = NetworkSpec(3, (4,), "relu")
+    parts = [sample_ensemble(spec, k, torch.Generator().manual_seed(k)) for k in (5, 1, 7)]
+    parts[1] = select(parts[1], torch.zeros(1, dtype=torch.bool))  # a chunk where none fitted
+    got = gather(iter(parts), 10, spec)
+    joined = [torch.cat(ts) for ts in zip(*(p.tensors() for p in parts), strict=True)]
+    assert got.size == 10 and all(torch.equal(g, j[:10]) for g, j in zip(got.tensors(), joined, strict=True))
+    assert got.scales == parts[0].scales and got.bias_scales == parts[0].bias_scales
+    empty = gather(iter([]), 4, spec)
+    assert empty.size == 0 and [w.shape[1:] for w in empty.weights] == [w.shape[1:] for w in parts[0].weights]
+    assert empty.scales == parts[0].scales
 
 
 def test_langevin_refuses_a_prior_it_cannot_write_as_a_weight_decay():

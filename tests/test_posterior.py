@@ -16,6 +16,7 @@ from nnbias.estimators.energy import energy_test
 from nnbias.estimators.scaling import weighted_power_law
 from nnbias.experiments import bound, gibbs, posterior, routes
 from nnbias.store import Store
+from nnbias.tasks.boolean import hypercube
 
 
 def test_pac_bayes_bound_on_a_worked_number():
@@ -89,6 +90,48 @@ def test_posterior_cells_fit_s_and_resume(tmp_path, monkeypatch):
         monkeypatch.setattr(posterior, "posterior_cell", refuse)
         again = posterior.run_posterior(st, s, tmp_path / "out", quiet=True)
     pd.testing.assert_frame_equal(first["cells"], again["cells"])
+
+
+def test_a_cell_in_chunks_of_networks_is_the_cell_in_one(monkeypatch):
+    """A cell draws, trains and measures its networks in chunks (the paper's 2000 trained and 8000 prior
+    networks of width 1024 in 24 GiB): the same numbers as in one chunk, since training a network does
+    not depend on the others and the prior's chunks are the networks of one draw; the NNGP distances to
+    float64 rounding, their Gram matrices being summed chunk by chunk."""
+    s = posterior.PosteriorSettings(samples=100, prior_samples=250, permutations=20, sgd_epochs=200)
+    task = posterior.load_task(s.task, s.seed)
+    whole = posterior.posterior_cell(task, 32, "sgd-mup", s)
+    monkeypatch.setattr(posterior, "CHUNK_BYTES", 2**20)
+    spec = posterior.cell_spec(task, 32, "sgd-mup", s)
+    assert posterior.chunk_size(4 * posterior.measured_numbers(spec, 128)) == 16  # really in chunks
+    chunked = posterior.posterior_cell(task, 32, "sgd-mup", s)
+    summed = ["kernel_distance", "kernel_distance_floor"]
+    pd.testing.assert_frame_equal(whole.drop(columns=summed), chunked.drop(columns=summed))
+    np.testing.assert_allclose(chunked[summed], whole[summed], rtol=1e-9)
+    assert (whole["networks"] > 50).all() and np.isfinite(whole[summed]).all().all()
+
+
+def test_a_measurement_keeps_the_first_networks_not_the_chunks_they_came_from():
+    """The prior's first n representations are kept to pair with the posterior's; the rest of their chunks
+    (and every later chunk) must be freed: a view, even an empty one, keeps its whole tensor alive (at
+    the paper's width 1024, a gigabyte a chunk). 200 networks in chunks of 48, the first 40 kept."""
+    s = posterior.PosteriorSettings()
+    task = posterior.load_task(s.task, s.seed)
+    spec = posterior.cell_spec(task, 32, "rejection", s)
+    y = task.signed_targets(torch.tensor([float(c) for c in posterior.TARGET])).double()
+    chunks = posterior._draws(spec, 200, s, 32, posterior.PRIOR_STREAM, 48)
+    measured = posterior.measure(chunks, hypercube(7), y, [(0, 40), (40, 80)], 40, True, 40, None)
+    held = sum(t.untyped_storage().nbytes() for layer in measured.kept for t in layer)
+    assert held == 40 * (32 + 32 + 1) * 128 * 8  # the first 40 networks' float64 representations only
+    assert [len(p) for p in measured.pairs] == [40] * 3 and measured.counts == [40, 40]
+
+
+def test_a_paper_scale_cell_counts_what_a_24_gib_machine_holds():
+    """The widest paper-scale cell (2000 trained and 8000 prior networks of 7-1024-1024-1) counts its
+    posterior networks, the prior representations kept to pair with them and one chunk: under 20 GiB,
+    where holding every network at once took 47.5 GiB for training alone."""
+    s = posterior.settings_for("paper")
+    task = posterior.load_task(s.task, s.seed)
+    assert 4 * posterior.cell_numbers(task, max(s.widths), s) < 20 * 2**30
 
 
 def test_posterior_cells_on_two_dask_workers_are_the_cells_of_one_thread(tmp_path):

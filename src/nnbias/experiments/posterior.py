@@ -33,7 +33,9 @@ Each (width, method) cell is stored when done; a rerun skips it.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnbias.engines.bayes import fits, langevin_posterior, rejection_posterior, select
+from nnbias.engines.bayes import (
+    DRAW_CHUNK,
+    fits,
+    gather,
+    langevin_posterior,
+    rejection_posterior,
+    select,
+)
 from nnbias.engines.ensemble import Ensemble, sample_ensemble
-from nnbias.engines.memory import check_fits, check_training_fits
+from nnbias.engines.memory import check_fits, training_numbers
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, train
 from nnbias.errors import check_choice, check_device, check_int, check_positive, check_seed, check_sweeps
@@ -70,6 +79,13 @@ READOUT = "readout"
 DECIDE = "more samples per width or larger widths"
 # stream offsets of one cell's generators: the reference prior and the starting draws of trained methods
 PRIOR_STREAM, START_STREAM = 1, 2
+# a cell draws, trains and measures its networks a chunk at a time, so that the paper's 2000 trained and
+# 8000 prior networks of 7-1024-1024-1 fit in 24 GiB: a chunk holds at most CHUNK_BYTES and a multiple of
+# 16 networks (drawn a chunk at a time from one generator, they are the networks of one draw: torch
+# fills normals 16 at a time); a function of the spec alone, so the numbers do not depend on the machine.
+# At the small scale every draw, training and measurement of a cell is one chunk.
+CHUNK_BYTES = 4 << 30
+PRODUCTS_AT_ONCE = 16  # networks whose width x width products (CKA, W^T W) are formed at once
 
 
 @dataclass(frozen=True)
@@ -131,29 +147,60 @@ def cell_spec(task: Dataset, width: int, method: str, s: PosteriorSettings) -> N
                        parametrization="mup" if method == "sgd-mup" else "ntk")
 
 
-def _draw(spec: NetworkSpec, k: int, s: PosteriorSettings, width: int, stream: int) -> Ensemble:
-    key = chunk_seed(s.seed, stream * 1_000_003 + width)
-    return sample_ensemble(spec, k, torch.Generator().manual_seed(key), device=s.device)
+def chunk_size(per_network: int, most: int | None = None) -> int:
+    """Networks in a chunk of CHUNK_BYTES at ``per_network`` bytes each: a multiple of 16, at least 16,
+    at most ``most``."""
+    k = CHUNK_BYTES // per_network if most is None else min(most, CHUNK_BYTES // per_network)
+    return max(16, k // 16 * 16)
+
+
+def measured_numbers(spec: NetworkSpec, inputs: int) -> int:
+    """Numbers (of float32 size) a network holds while it is measured: its parameters, its hidden layers'
+    activations on the inputs, their float64 copies and the output's, and a centred copy of the widest."""
+    hidden = sum(spec.hidden)
+    return spec.n_params + inputs * (hidden + 2 * (hidden + 1) + 2 * max(spec.hidden))
+
+
+def _draws(spec: NetworkSpec, k: int, s: PosteriorSettings, width: int, stream: int,
+           chunk: int) -> Iterator[Ensemble]:
+    """The ``k`` networks of one of a cell's streams, ``chunk`` (a multiple of 16) at a time from one
+    generator: the networks one draw of all ``k`` gives."""
+    generator = torch.Generator().manual_seed(chunk_seed(s.seed, stream * 1_000_003 + width))
+    for start in range(0, k, chunk):
+        yield sample_ensemble(spec, min(chunk, k - start), generator, device=s.device)
 
 
 def posterior_networks(task: Dataset, width: int, method: str, s: PosteriorSettings
                        ) -> tuple[Ensemble, dict[str, float]]:
-    """The cell's networks that (are meant to) fit S, and how they were obtained."""
+    """The cell's networks that (are meant to) fit S, and how they were obtained; trained methods train a
+    chunk of their networks at a time (each network's training does not depend on the others)."""
     spec = cell_spec(task, width, method, s)
     x, y = task.x_train.float(), task.y_train.float()
     if method == "rejection":
         sample = rejection_posterior(spec, x, y, s.samples, chunk_seed(s.seed, width), s.max_draws,
-                                     device=s.device)
+                                     chunk_size(4 * spec.n_params, DRAW_CHUNK), device=s.device)
         return sample.nets, {"draws": sample.draws, "acceptance": sample.acceptance}
-    start = _draw(spec, s.samples, s, width, START_STREAM)
+    starts = _draws(spec, s.samples, s, width, START_STREAM, chunk_size(4 * training_numbers(spec, len(y))))
     if method == "langevin":
-        nets = langevin_posterior(start, x, y, s.temperature, s.langevin_lr, s.langevin_steps,
-                                  generator=torch.Generator().manual_seed(chunk_seed(s.seed, width)))
+        generator = torch.Generator().manual_seed(chunk_seed(s.seed, width))
+        nets = gather((langevin_posterior(start, x, y, s.temperature, s.langevin_lr, s.langevin_steps,
+                                          generator=generator) for start in starts), s.samples, spec,
+                      device=s.device)
         return nets, {"draws": s.samples, "acceptance": math.nan}
-    fn, params = start.functional()
-    result = train(fn, params, x, y, TrainConfig("sgd", s.sgd_lr, None, "ce", s.sgd_epochs, "accuracy"))
-    nets = select(start.from_params(result.params), result.converged)
-    return nets, {"draws": s.samples, "acceptance": float(result.converged.float().mean())}
+    config = TrainConfig("sgd", s.sgd_lr, None, "ce", s.sgd_epochs, "accuracy")
+    converged: list[torch.Tensor] = []
+
+    def trained() -> Iterator[Ensemble]:
+        for start in starts:
+            fn, params = start.functional()
+            result = train(fn, params, x, y, config)
+            converged.append(result.converged)
+            part = select(start.from_params(result.params), result.converged)
+            del start, fn, params, result  # before the next chunk is drawn: one chunk at a time, not two
+            yield part
+
+    nets = gather(trained(), s.samples, spec, device=s.device)
+    return nets, {"draws": s.samples, "acceptance": float(torch.cat(converged).float().mean())}
 
 
 def representations(nets: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
@@ -164,15 +211,13 @@ def representations(nets: Ensemble, x: torch.Tensor) -> list[torch.Tensor]:
     return [h.double() for h in [*hidden, out.unsqueeze(1)]]
 
 
-def layer_statistics(reps: list[torch.Tensor], y: torch.Tensor, groups: list[slice]
-                     ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
-    """Per layer of ``representations``: the (K,) linear CKA of each network's representation with the
-    target y, and the layer's empirical NNGP (its Gram matrix h^T h / width averaged over the
-    networks) over each group of networks."""
-    target = y.reshape(1, 1, -1).expand(len(reps[0]), 1, -1)
-    return [(linear_cka(h, target), [torch.einsum("kwn,kwm->nm", part, part) / (len(part) * h.shape[1])
-                                     for part in (h[g] for g in groups)])
-            for h in reps]
+def in_batches(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` of per-network values, PRODUCTS_AT_ONCE networks (the leading index) at a time:
+    its width x width temporaries (8 MiB a network at width 1024) would not fit for a whole chunk."""
+    if not len(tensors[0]):
+        return fn(*tensors)
+    return torch.cat([fn(*(t[i:i + PRODUCTS_AT_ONCE] for t in tensors))
+                      for i in range(0, len(tensors[0]), PRODUCTS_AT_ONCE)])
 
 
 def top_eigenvalue(weights: torch.Tensor) -> torch.Tensor:
@@ -193,44 +238,142 @@ def incoming(nets: Ensemble, layer: int) -> torch.Tensor:
     return (w if b is None else torch.cat([w, b[:, :1]], 1)).double()
 
 
+@dataclass
+class Measured:
+    """Per layer (hidden layers, then the output) of one side's networks, measured chunk by chunk: each
+    network's CKA with the target, the summed Gram matrices h^T h of groups of networks (``counts``
+    each), the CKA of paired networks with their partners, and of the first networks the incoming
+    weights, the top eigenvalue of W^T W (hidden layers) and, where kept, the representations (a list
+    of chunks: one tensor of all would be a second copy, 4.2 GB at the paper's width 1024)."""
+
+    align: list[torch.Tensor]
+    grams: list[list[torch.Tensor]]
+    counts: list[int]
+    widths: list[int]
+    pairs: list[torch.Tensor]
+    incoming: list[torch.Tensor]
+    eig: list[torch.Tensor]
+    kept: list[list[torch.Tensor]]
+
+    def gram(self, layer: int, group: int) -> torch.Tensor:
+        """The group's empirical NNGP of the layer: h^T h / width averaged over its networks."""
+        return self.grams[layer][group] / (self.counts[group] * self.widths[layer])
+
+
+def rows_of(chunks: list[torch.Tensor], lo: int, hi: int) -> torch.Tensor:
+    """Rows [lo, hi) of the chunks one after another, without joining them all."""
+    out, offset = [], 0
+    for part in chunks:
+        a, b = max(lo - offset, 0), min(hi - offset, len(part))
+        if b > a:
+            out.append(part[a:b])
+        offset += len(part)
+    return torch.cat(out)
+
+
+def measure(chunks: Iterable[Ensemble], cube: torch.Tensor, y: torch.Tensor, groups: list[tuple[int, int]],
+            first: int, keep: bool, pair_from: int, partners: list[list[torch.Tensor]] | None) -> Measured:
+    """``Measured`` of the networks ``chunks`` yields in turn, their first ``first`` networks' incoming
+    weights and eigenvalues (and representations if ``keep``); networks [pair_from, pair_from + n) are
+    paired with ``partners`` (per layer, the chunks of n representations) or, if None and ``keep``,
+    with the first n of this side's kept ones."""
+    layers: list[dict[str, list]] = []
+    counts, widths, start = [0] * len(groups), [], 0
+    for nets in chunks:
+        stop, reps = start + nets.size, representations(nets, cube)
+        if not layers:
+            layers = [{"align": [], "grams": [[] for _ in groups], "pairs": [], "incoming": [], "eig": [],
+                       "kept": []} for _ in reps]
+            widths = [h.shape[1] for h in reps]
+        head = slice(0, max(min(first, stop) - start, 0))
+        for g, (lo, hi) in enumerate(groups):
+            counts[g] += max(min(hi, stop) - max(lo, start), 0)
+        for layer, (h, acc) in enumerate(zip(reps, layers, strict=True)):
+            target = y.reshape(1, 1, -1).expand(len(h), 1, -1)
+            acc["align"].append(in_batches(linear_cka, h, target))
+            for g, (lo, hi) in enumerate(groups):
+                part = h[max(lo - start, 0):max(min(hi, stop) - start, 0)]
+                acc["grams"][g].append(torch.einsum("kwn,kwm->nm", part, part))
+            if head.stop:  # (a view, even an empty one, would keep the whole chunk's tensor alive)
+                acc["incoming"].append(incoming(nets, layer)[head].clone())
+                if layer < len(reps) - 1:
+                    acc["eig"].append(in_batches(top_eigenvalue, nets.weights[layer][head]))
+                if keep:
+                    acc["kept"].append(h if head.stop == len(h) else h[head].clone())
+            partner = partners[layer] if partners is not None else acc["kept"]
+            lo, hi = max(pair_from, start), min(pair_from + sum(map(len, partner)), stop)
+            if hi > lo:
+                acc["pairs"].append(in_batches(linear_cka, h[lo - start:hi - start],
+                                               rows_of(partner, lo - pair_from, hi - pair_from)))
+        start = stop
+        del nets, reps, h  # before the next chunk is drawn: one chunk at a time, not two
+
+    def joined(items: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(items) if items else torch.zeros(0, dtype=torch.float64)
+
+    return Measured([joined(a["align"]) for a in layers],
+                    [[functools.reduce(torch.add, g) for g in a["grams"]] for a in layers], counts, widths,
+                    [joined(a["pairs"]) for a in layers], [joined(a["incoming"]) for a in layers],
+                    [joined(a["eig"]) for a in layers], [a["kept"] for a in layers])
+
+
+def cell_numbers(task: Dataset, width: int, s: PosteriorSettings) -> int:
+    """Numbers (of float32 size) a cell surely holds at once: its posterior networks, the float64
+    representations of as many prior networks kept to pair with them, and its largest chunk (prior
+    networks drawn and tried against S, networks trained, or networks measured)."""
+    spec, inputs, points = cell_spec(task, width, "sgd-ntk", s), 2**task.dim, len(task.y_train)
+    measured = measured_numbers(spec, inputs)
+    chunks = [min(chunk_size(4 * measured), s.prior_samples) * measured]
+    if "rejection" in s.methods:
+        chunks.append(min(chunk_size(4 * spec.n_params, DRAW_CHUNK), s.max_draws) * spec.n_params)
+    if any(m != "rejection" for m in s.methods):
+        trained = training_numbers(spec, points)
+        chunks.append(min(chunk_size(4 * trained), s.samples) * trained)
+    return s.samples * (spec.n_params + 2 * inputs * (sum(spec.hidden) + 1)) + max(chunks)
+
+
 def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings) -> pd.DataFrame:
     """One row per layer: the alignment of posterior and prior networks with the target, the distance of
     the posterior's empirical NNGP from the prior's (beside the distance between two halves of the
     prior, the estimator's floor), the energy test, and the top eigenvalue of W^T W against the
-    prior's and the Marchenko-Pastur edge."""
+    prior's and the Marchenko-Pastur edge. Networks are drawn, trained and measured a chunk at a time."""
     task = task.to(s.device)
     nets, how = posterior_networks(task, width, method, s)
-    prior = _draw(cell_spec(task, width, method, s), s.prior_samples, s, width, PRIOR_STREAM)
+    spec = cell_spec(task, width, method, s)
     cube = hypercube(task.dim).to(s.device)
     y = task.signed_targets(torch.tensor([float(c) for c in TARGET], device=s.device)).double()
     fit = float(fits(nets, task.x_train.float(), task.y_train.float()).float().mean()) if nets.size else 0.0
     with torch.no_grad():  # each network's error on the inputs outside S: what the posterior predicts
         errors = ((nets.forward(task.x_test.float()) > 0).double() != task.y_test.double()).double().mean(1)
-    n = max(nets.size, 1)
+    n, chunk = max(nets.size, 1), chunk_size(4 * measured_numbers(spec, len(cube)))
     # the prior's NNGP from two disjoint groups of the posterior's size: the posterior is compared with
-    # the first, and the second with the first is the floor a posterior that were the prior would show
-    prior_reps = representations(prior, cube)
-    prior_stats = layer_statistics(prior_reps, y, [slice(0, n), slice(n, 2 * n)])
-    post_reps = representations(nets, cube) if nets.size >= 2 else None
-    post_stats = (layer_statistics(post_reps, y, [slice(None)]) if post_reps
-                  else [(torch.zeros(0), [])] * len(prior_stats))
+    # the first, and the second with the first is the floor a posterior that were the prior would show;
+    # the first n prior networks' representations are kept, to pair with the posterior's and the second's
+    paired = 2 * n <= s.prior_samples
+    prior = measure(_draws(spec, s.prior_samples, s, width, PRIOR_STREAM, chunk), cube, y,
+                    [(0, n), (n, 2 * n)], n, paired, n, None)
+    post = (measure((select(nets, torch.arange(i, min(i + chunk, nets.size), device=s.device))
+                     for i in range(0, nets.size, chunk)), cube, y, [(0, nets.size)], nets.size, False, 0,
+                    prior.kept if paired else [[]] * (s.depth + 1))
+            if nets.size >= 2 else None)
     rows = []
-    for layer, ((a, post_k), (a0, (k0a, k0b))) in enumerate(zip(post_stats, prior_stats, strict=True)):
-        distance = float(kernel_distance(post_k[0][None], k0a[None])[0]) if post_k else math.nan
-        floor = float(kernel_distance(k0b[None], k0a[None])[0]) if 2 * n <= prior.size else math.nan
+    for layer in range(s.depth + 1):
+        a, a0 = (post.align[layer] if post else torch.zeros(0)), prior.align[layer]
+        distance = (float(kernel_distance(post.gram(layer, 0)[None], prior.gram(layer, 0)[None])[0])
+                    if post else math.nan)
+        floor = (float(kernel_distance(prior.gram(layer, 1)[None], prior.gram(layer, 0)[None])[0])
+                 if paired else math.nan)
         # CKA of each posterior network's representation with an independent prior network's, beside the
         # CKA between two independent prior networks (the same in distribution if nothing moved)
-        pair = (float(linear_cka(post_reps[layer], prior_reps[layer][:n]).mean())
-                if post_reps and 2 * n <= prior.size else math.nan)
-        pair_prior = (float(linear_cka(prior_reps[layer][n:2 * n], prior_reps[layer][:n]).mean())
-                      if 2 * n <= prior.size else math.nan)
-        eig = ((float(top_eigenvalue(nets.weights[layer]).mean()),
-                float(top_eigenvalue(prior.weights[layer][:n]).mean()), mp_edge(nets, layer))
+        pair = float(post.pairs[layer].mean()) if post and paired else math.nan
+        pair_prior = float(prior.pairs[layer].mean()) if paired else math.nan
+        eig = ((float(top_eigenvalue(nets.weights[layer]).mean()) if post is None
+                else float(post.eig[layer].mean()), float(prior.eig[layer].mean()), mp_edge(nets, layer))
                if layer < s.depth and nets.size else (math.nan,) * 3)
-        if nets.size >= 2:
+        if post:
             # against as many prior networks as there are posterior ones: the permutation test's cost
             # grows as the square of the pooled sample
-            test = energy_test(incoming(nets, layer), incoming(prior, layer)[:nets.size], s.permutations,
+            test = energy_test(post.incoming[layer], prior.incoming[layer][:nets.size], s.permutations,
                                chunk_seed(s.seed, width + layer))
             energy, p_value = test.distance, test.p_value
         else:
@@ -243,7 +386,7 @@ def posterior_cell(task: Dataset, width: int, method: str, s: PosteriorSettings)
                      "align": float(a.mean()) if len(a) else math.nan,
                      "align_sd": float(a.std()) if len(a) > 1 else math.nan,
                      "prior_align": float(a0.mean()), "prior_align_sd": float(a0.std()),
-                     "prior_networks": prior.size, "energy": energy, "energy_p": p_value,
+                     "prior_networks": s.prior_samples, "energy": energy, "energy_p": p_value,
                      "kernel_distance": distance, "kernel_distance_floor": floor,
                      "cka_with_prior": pair, "cka_prior_pairs": pair_prior,
                      "top_eig": eig[0], "prior_top_eig": eig[1], "mp_edge": eig[2]})
@@ -278,14 +421,11 @@ def run_posterior(store: Store, s: PosteriorSettings, out: Path, quiet: bool = F
                   executor=None) -> dict[str, Any]:
     """Run (or resume) every (width, method) cell on ``executor``; return tables, figures and claims."""
     task = load_task(s.task, s.seed)
-    # before anything is run: the widest cell's networks a trained method starts from, trained on S, and
-    # its prior networks with their float64 representations of every input, hidden layers and output
-    # (how many rejection accepts is not known yet)
-    spec, inputs = cell_spec(task, max(s.widths), "sgd-ntk", s), 2**task.dim
-    if any(m != "rejection" for m in s.methods):
-        check_training_fits(spec, s.samples, len(task.y_train), torch.float32, s.device)
-    check_fits(s.prior_samples, spec.n_params + 2 * inputs * (sum(spec.hidden) + 1), torch.float32, s.device,
-               f"{spec.describe()} drawn from the prior with float64 representations of all {inputs} inputs")
+    # before anything is run: what the widest cell holds at once
+    spec = cell_spec(task, max(s.widths), "sgd-ntk", s)
+    check_fits(s.samples, -(-cell_numbers(task, max(s.widths), s) // s.samples), torch.float32, s.device,
+               f"{spec.describe()} in one posterior cell (with the prior's representations kept to pair with "
+               "them, and its largest chunk of networks drawn, trained or measured at once)")
     run_id = store.start_run("posterior", s.to_dict(), s.seed, executor)
     cells = run_sweep(store, run_id, "posterior_cells", ["width", "method"],
                       [(w, m) for w in s.widths for m in s.methods], executor, posterior_cell,
