@@ -2,7 +2,9 @@
 processes, after a Dask worker is killed mid-sweep, and a clear error when every try kills a worker."""
 
 import os
+import resource
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from nnbias.executor import DaskExecutor, LocalExecutor, run_cells
 from nnbias.experiments.bound import BoundSettings, run_bound
 from nnbias.store import Store
 
+HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 SETTINGS = BoundSettings(tasks=("bool7-0011",), corruptions=(0.0, 1.0), networks=2, max_epochs=30,
                          rejection_draws=4096)
 
@@ -112,8 +115,6 @@ def test_a_dask_worker_reuses_freed_buffers_instead_of_mapping_each_one_afresh()
     chunks took 3.5x as long on a worker as in this process). A unit on a worker counts the page faults of
     200 buffers of 1 MiB made, filled and freed in turn: about one buffer's pages when freed memory is
     reused, 200 buffers' when each is a fresh mapping."""
-    import resource
-
     import torch
 
     buffers, pages = 200, (1 << 20) // resource.getpagesize()
@@ -132,6 +133,28 @@ def test_a_dask_worker_reuses_freed_buffers_instead_of_mapping_each_one_afresh()
         dask.close()
     assert environ is not None  # the setting this guards against is still Dask's default
     assert on_worker < buffers * pages / 10, f"{on_worker} page faults for {buffers} buffers of {pages} pages"
+
+
+@pytest.mark.skipif(not HUGE_PAGES.exists() or "[never]" in HUGE_PAGES.read_text(),
+                    reason="this kernel gives no transparent huge pages")
+def test_importing_nnbias_backs_large_tensors_with_huge_pages_unless_the_user_says_otherwise():
+    """In fresh processes (torch reads the setting at its first allocation), a new 64 MiB tensor is
+    touched in a few dozen page faults (2 MiB pages) after importing nnbias, and in 4 KiB pages (16384
+    faults) where the user set THP_MEM_ALLOC_ENABLE=0."""
+    import subprocess
+    import sys
+
+    script = ("import resource, nnbias, torch; torch.zeros(1); b = resource.getrusage(0).ru_minflt; "
+              "torch.empty(1 << 24).fill_(1.0); print(resource.getrusage(0).ru_minflt - b)")
+
+    def faults(**env: str) -> int:
+        environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"} | env
+        return int(subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
+                                  check=True).stdout)
+
+    small_pages = (64 << 20) // resource.getpagesize()
+    assert faults(THP_MEM_ALLOC_ENABLE="0") > small_pages / 2
+    assert faults() < small_pages / 10
 
 
 def test_prepared_device_check_runs_every_engine_path_on_this_machine():
