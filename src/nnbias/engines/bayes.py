@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnbias.engines.ensemble import Ensemble, layer_scales, sample_ensemble
+from nnbias.engines.ensemble import Ensemble, prior_scales, sample_ensemble
 from nnbias.engines.memory import check_fits
 from nnbias.engines.sampler import chunk_seed
 from nnbias.engines.training import TrainConfig, per_network_loss, train
@@ -54,16 +54,16 @@ def gather(parts: Iterable[Ensemble], capacity: int, spec: NetworkSpec, dtype: t
                for fan_in, fan_out in spec.layer_sizes]
     biases = [torch.empty(capacity, fan_out, dtype=dtype, device=device) if spec.bias else None
               for _, fan_out in spec.layer_sizes]
-    filled, (scales, bias_scales) = 0, (list(t) for t in zip(*layer_scales(spec), strict=True))
+    filled = 0
     for part in parts:
-        k, scales, bias_scales = min(part.size, capacity - filled), part.scales, part.bias_scales
+        k = min(part.size, capacity - filled)
         for dest, src in zip([*weights, *biases], [*part.weights, *part.biases], strict=True):
             if dest is not None:
                 dest[filled:filled + k] = src[:k]
         filled += k
         del part, src  # freed before the next part is made
     return Ensemble(spec, [w[:filled] for w in weights], [None if b is None else b[:filled] for b in biases],
-                    scales, bias_scales)
+                    *prior_scales(spec))
 
 
 def fit_mask(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

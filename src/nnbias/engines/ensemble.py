@@ -192,8 +192,13 @@ def sample_ensemble(spec: NetworkSpec, k: int, generator: torch.Generator,
             offset += fan_out
         else:
             biases.append(None)
-    scales, bias_scales = (list(t) for t in zip(*layer_scales(spec), strict=True))
-    return Ensemble(spec, weights, biases, scales, bias_scales)
+    return Ensemble(spec, weights, biases, *prior_scales(spec))
+
+
+def prior_scales(spec: NetworkSpec) -> tuple[list[float], list[float]]:
+    """The weight and the bias multipliers of every layer (``layer_scales``), as an Ensemble holds them."""
+    weights, biases = zip(*layer_scales(spec), strict=True)
+    return list(weights), list(biases)
 
 
 def layer_scales(spec: NetworkSpec) -> list[tuple[float, float]]:
