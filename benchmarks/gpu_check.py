@@ -6,7 +6,8 @@ engine allows) and the device path; the script prints the largest relative diffe
 times, one line per engine, and exits non-zero if an engine disagrees beyond its tolerance. On a
 machine without a GPU it runs the same code on the CPU (``--device cpu``), which is how the test
 suite keeps these paths alive; ``benchmarks/gpu_sampler_check.py`` times the sampler at full size.
-Meant to finish in under 5 minutes on one GPU.
+Meant to finish in under 5 minutes on one GPU; ``python tests/simulated_cuda.py --quick`` dry-runs it
+on a CUDA device simulated on the CPU, which catches tensors left on the host before a GPU is lent.
 """
 
 import argparse

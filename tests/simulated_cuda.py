@@ -1,0 +1,196 @@
+"""A CUDA device simulated on the CPU: device bugs show up where no GPU is lent.
+
+Running a device path with ``device="cpu"`` cannot catch a tensor left on the host, a CPU generator
+drawing device tensors, or ``.numpy()`` of a device tensor: every tensor is on the CPU anyway. Inside
+``simulated_cuda()``, ``"cuda"`` names a second device (PyTorch's PrivateUse1 backend, renamed
+``simcuda``) whose tensors wrap CPU tensors: every aten op on them runs on the wrapped data, so the
+numbers are the CPU's, but the rules CUDA enforces hold, and breaking one raises as it would on a GPU:
+
+* an op mixing device tensors with CPU tensors of one or more dimensions (allowed, as on CUDA: 0-dim
+  CPU tensors, CPU index tensors indexing a device tensor, and copies between the devices);
+* a generator of one device drawing tensors on the other;
+* ``.numpy()`` of a device tensor (its device is not the CPU).
+
+``torch.cuda.is_available`` says True, and the few ``torch.cuda`` queries nnbias makes answer for an
+80 GiB device. Forward- and reverse-mode AD and torch.func transforms work on the simulated tensors;
+Dask workers (other processes) do not see the simulation. Importing this module renames the backend for
+the process's lifetime, so tests run it in a subprocess:
+
+    python tests/simulated_cuda.py [gpu_check options]
+
+runs ``benchmarks/gpu_check.py --device cuda`` on the simulated device: the GPU session's script, dry.
+"""
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from unittest import mock
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
+
+NAME = "simcuda"
+_setup_privateuseone_for_python_backend(rename=NAME)  # once per process: importing this module does it
+DEVICE = torch.device(NAME, 0)
+TOTAL_MEMORY = 80 * 2**30
+COPIES = {"_to_copy", "copy_", "copy", "lift_fresh", "lift_fresh_copy"}  # may take either device's tensors
+INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"}
+
+_generators: list[torch.Generator] = []  # those made by torch.Generator(device="cuda")
+
+
+class DeviceTensor(torch.Tensor):
+    """A tensor on the simulated device: a CPU tensor (``data_``) that says it lives elsewhere."""
+
+    data_: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, data: torch.Tensor) -> "DeviceTensor":
+        return torch.Tensor._make_wrapper_subclass(cls, data.shape, strides=data.stride(),
+                                                   storage_offset=data.storage_offset(), dtype=data.dtype,
+                                                   device=DEVICE, requires_grad=data.requires_grad)
+
+    def __init__(self, data: torch.Tensor):
+        self.data_ = data
+
+    def __repr__(self) -> str:
+        return f"DeviceTensor({self.data_!r})"
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        return _run(func, args, kwargs or {})
+
+
+def _is_device(device: object) -> bool:
+    return device is not None and torch.device(device).type in ("cuda", NAME)
+
+
+def _run(func, args: tuple, kwargs: dict):
+    """One aten op with a device tensor among its arguments: checked as CUDA checks it, then run on
+    the wrapped CPU data, its tensor results wrapped again (in place: the device tensor it changed)."""
+    name = func._schema.name.split("::")[-1]
+    if name not in COPIES:
+        # CUDA moves CPU index tensors to the indexed tensor's device, and takes 0-dim CPU tensors
+        checked = (args[0], *args[2:]) if name in INDEXING else args
+        host = [t for t in tree_leaves((checked, kwargs)) if isinstance(t, torch.Tensor)
+                and t.device.type == "cpu" and t.dim() > 0]
+        if host:
+            raise RuntimeError(f"{func}: Expected all tensors to be on the same device, but found at least "
+                               f"two devices, cuda:0 and cpu! (a CPU tensor of shape {tuple(host[0].shape)})")
+    to_host = name == "_to_copy" and kwargs.get("device") is not None and not _is_device(kwargs["device"])
+    if _is_device(kwargs.get("device")):
+        kwargs = {**kwargs, "device": torch.device("cpu")}
+    out = func(*tree_map(_data, args), **tree_map(_data, kwargs))
+    first = func._schema.arguments[0] if func._schema.arguments else None
+    if first is not None and first.alias_info is not None and first.alias_info.is_write:
+        return args[0]
+    return out if to_host else tree_map(lambda t: DeviceTensor(t) if isinstance(t, torch.Tensor) else t, out)
+
+
+def _data(t: torch.Tensor) -> torch.Tensor:
+    return t.data_ if isinstance(t, DeviceTensor) else t
+
+
+def _to_device(value: object) -> object:
+    """``"cuda"`` (or a cuda torch.device) as the simulated device; anything else as it is."""
+    if isinstance(value, str | torch.device) and torch.device(value).type == "cuda":
+        return DEVICE
+    return value
+
+
+class _CudaIsSimulated(TorchFunctionMode):
+    """Reads ``device="cuda"`` (keyword or ``Tensor.to``'s positional) as the simulated device before
+    PyTorch would try, and fail, to initialise CUDA."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.tolist and isinstance(args[0], DeviceTensor):
+            return args[0].data_.tolist()  # what CUDA does: a copy to the host (PyTorch refuses subclasses)
+        if "device" in kwargs:
+            kwargs = {**kwargs, "device": _to_device(kwargs["device"])}
+        generator = kwargs.get("generator")
+        if generator is not None:  # checked here: below, PyTorch hands over another Python object
+            on_device = (any(isinstance(t, DeviceTensor) for t in tree_leaves(args))
+                         or _is_device(kwargs.get("device")))
+            if any(generator is g for g in _generators) != on_device:
+                raise RuntimeError(f"{func.__name__}: Expected a '{'cuda' if on_device else 'cpu'}' device "
+                                   f"type for generator but found '{'cpu' if on_device else 'cuda'}'")
+        if func in (torch.Tensor.to, torch.Tensor.cuda):
+            if func is torch.Tensor.cuda:
+                func, args = torch.Tensor.to, (args[0], DEVICE)
+            args = (args[0], *map(_to_device, args[1:]))
+        return func(*args, **kwargs)
+
+
+class _Generator(torch.Generator):
+    """``torch.Generator(device="cuda")``: a CPU generator marked as the simulated device's."""
+
+    def __new__(cls, device: object = "cpu") -> torch.Generator:
+        generator = torch._C.Generator()
+        if _is_device(device):
+            _generators.append(generator)
+        return generator
+
+
+_backend = torch.library.Library("aten", "IMPL")
+_backend.impl("empty.memory_format", lambda *a, **k: DeviceTensor(torch.ops.aten.empty.memory_format(
+    *a, **{**k, "device": torch.device("cpu")})), "PrivateUse1")
+_backend.impl("empty_strided", lambda *a, **k: DeviceTensor(torch.ops.aten.empty_strided(
+    *a, **{**k, "device": torch.device("cpu")})), "PrivateUse1")
+_backend.impl("_copy_from", lambda src, dst, non_blocking=False: (dst.data_.copy_(_data(src)), dst)[1],
+              "PrivateUse1")  # what copies into a device tensor below Python's dispatch end in
+# forward-mode AD (torch.func.jvp) starts tangents from zero tensors
+_backend.impl("_efficientzerotensor", lambda size, **k: DeviceTensor(torch.zeros(
+    size, dtype=k.get("dtype"))), "PrivateUse1")
+
+
+@contextlib.contextmanager
+def simulated_cuda() -> Iterator[None]:
+    """Within: ``"cuda"`` is the simulated device, and ``torch.cuda`` says one is there."""
+    properties = mock.Mock(total_memory=TOTAL_MEMORY, name="simulated CUDA device")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch("torch.cuda.is_available", lambda: True))
+        stack.enter_context(mock.patch("torch.cuda.device_count", lambda: 1))
+        stack.enter_context(mock.patch("torch.cuda.synchronize", lambda *a, **k: None))
+        stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda *a, **k: "simulated CUDA"))
+        stack.enter_context(mock.patch("torch.cuda.get_device_properties", lambda *a, **k: properties))
+        stack.enter_context(mock.patch("torch.cuda.memory_reserved", lambda *a, **k: 0))
+        stack.enter_context(mock.patch("torch.cuda.memory_allocated", lambda *a, **k: 0))
+        stack.enter_context(mock.patch("torch.cuda.mem_get_info",
+                                       lambda *a, **k: (TOTAL_MEMORY, TOTAL_MEMORY)))
+        stack.enter_context(mock.patch("torch.Generator", _Generator))
+        stack.enter_context(mock.patch("threading.Thread.run", _simulated_in_thread(threading.Thread.run)))
+        stack.enter_context(_CudaIsSimulated())
+        yield
+
+
+def _simulated_in_thread(run):
+    """A thread's body with the simulation on: PyTorch's modes are per thread, and executors run units
+    on pools of threads."""
+
+    def simulated(self: threading.Thread) -> None:
+        with _CudaIsSimulated():
+            run(self)
+
+    return simulated
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root / "benchmarks"), str(root / "src")]
+    import gpu_check
+
+    sys.argv = [gpu_check.__file__, "--device", "cuda", *sys.argv[1:]]
+    # speed on the simulated device is the CPU's behind Python wrappers (its 8192^3 matmuls: a minute)
+    unmeasured = "sampler on the simulated device: speed not measured"
+    with simulated_cuda(), mock.patch.object(gpu_check, "sampler_speed", lambda *a: unmeasured):
+        sys.exit(gpu_check.main())
