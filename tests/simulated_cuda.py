@@ -23,6 +23,7 @@ runs ``benchmarks/gpu_check.py --device cuda`` on the simulated device: the GPU 
 
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from unittest import mock
 
@@ -38,7 +39,11 @@ TOTAL_MEMORY = 80 * 2**30
 COPIES = {"_to_copy", "copy_", "copy", "lift_fresh", "lift_fresh_copy"}  # may take either device's tensors
 INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"}
 
+# ops after which CUDA waits for the device: a number read by the host, or a shape that depends on values
+SYNCS = {"_local_scalar_dense", "nonzero", "unique_dim", "_unique2", "unique_consecutive", "masked_select"}
+
 _generators: list[torch.Generator] = []  # those made by torch.Generator(device="cuda")
+traffic: Counter[str] = Counter()  # copies "to device" and "to host", and "syncs": what a GPU waits on
 
 
 class DeviceTensor(torch.Tensor):
@@ -84,6 +89,13 @@ def _run(func, args: tuple, kwargs: dict):
             raise RuntimeError(f"{func}: Expected all tensors to be on the same device, but found at least "
                                f"two devices, cuda:0 and cpu! (a CPU tensor of shape {tuple(host[0].shape)})")
     to_host = name == "_to_copy" and kwargs.get("device") is not None and not _is_device(kwargs["device"])
+    if to_host or (name in COPIES and not isinstance(args[0], DeviceTensor)):
+        traffic["to host"] += 1
+    elif name in COPIES and any(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() > 0
+                                for t in tree_leaves(args[1:])):
+        traffic["to device"] += 1
+    if name in SYNCS or "unique" in name:
+        traffic["syncs"] += 1
     if _is_device(kwargs.get("device")):
         kwargs = {**kwargs, "device": torch.device("cpu")}
     out = func(*tree_map(_data, args), **tree_map(_data, kwargs))
@@ -143,8 +155,15 @@ _backend.impl("empty.memory_format", lambda *a, **k: DeviceTensor(torch.ops.aten
     *a, **{**k, "device": torch.device("cpu")})), "PrivateUse1")
 _backend.impl("empty_strided", lambda *a, **k: DeviceTensor(torch.ops.aten.empty_strided(
     *a, **{**k, "device": torch.device("cpu")})), "PrivateUse1")
-_backend.impl("_copy_from", lambda src, dst, non_blocking=False: (dst.data_.copy_(_data(src)), dst)[1],
-              "PrivateUse1")  # what copies into a device tensor below Python's dispatch end in
+def _copy_from(src: torch.Tensor, dst: DeviceTensor, non_blocking: bool = False) -> DeviceTensor:
+    """Where copies into a device tensor end below Python's dispatch (``.to(device)`` of a CPU tensor)."""
+    if not isinstance(src, DeviceTensor) and src.dim() > 0:
+        traffic["to device"] += 1
+    dst.data_.copy_(_data(src))
+    return dst
+
+
+_backend.impl("_copy_from", _copy_from, "PrivateUse1")
 # forward-mode AD (torch.func.jvp) starts tangents from zero tensors
 _backend.impl("_efficientzerotensor", lambda size, **k: DeviceTensor(torch.zeros(
     size, dtype=k.get("dtype"))), "PrivateUse1")

@@ -2,6 +2,7 @@
 refuses is refused there too, and the GPU session's check passes on it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,47 @@ def test_the_simulated_device_refuses_what_cuda_refuses_and_computes_what_the_cp
     assert refused == {"mix with a CPU matrix", "CPU matrix into device matmul", "numpy of a device tensor",
                        "CPU generator draws on the device", "device generator draws on the CPU",
                        "CPU tensor indexed by a device tensor", "device values into a CPU tensor"}
+
+
+# what training on the simulated device moves between host and device, for 2 and for 6 epochs
+TRAINING_TRAFFIC = """
+import json, torch
+from simulated_cuda import simulated_cuda, traffic
+from nnbias.engines.ensemble import sample_ensemble
+from nnbias.engines.training import TrainConfig, train
+from nnbias.spec import NetworkSpec
+
+x = torch.randint(0, 2, (64, 7), generator=torch.Generator().manual_seed(0)).double()
+y = (x.sum(1) > 3).long()
+out = {}
+with simulated_cuda():
+    for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
+        for epochs in (2, 6):
+            nets = sample_ensemble(NetworkSpec(7, (40, 40)), 32, torch.Generator().manual_seed(0),
+                                   torch.float64, device="cuda")
+            fn, params = nets.functional()
+            traffic.clear()
+            config = TrainConfig(optimizer, 0.01, batch, "ce", epochs, "none", temperature=0.1)
+            train(fn, params, x, y, config, torch.Generator().manual_seed(1))
+            out[f"{optimizer} {epochs}"] = dict(traffic)
+print(json.dumps(out))
+"""
+
+
+def test_training_on_a_device_moves_nothing_from_the_host_at_each_step():
+    """The training set goes over once; minibatch orders and Langevin noise are drawn on the device
+    (they were drawn on the CPU and copied, once per epoch and once per step and parameter tensor:
+    14 copies for 2 epochs of Langevin, 38 for 6). The host waits on the device once per epoch (has
+    every network stopped?) and once before the first."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+    r = subprocess.run([sys.executable, "-c", TRAINING_TRAFFIC], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=True)
+    traffic = json.loads(r.stdout.splitlines()[-1])
+    for optimizer in ("sgd", "langevin", "adam"):
+        two, six = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 6"]
+        assert two.get("to device") == six.get("to device") == 2, traffic  # x and y
+        assert six.get("to host", 0) == 0, traffic
+        assert six["syncs"] - two["syncs"] == 4, traffic
 
 
 def _dry_run(experiments: str) -> list[str]:

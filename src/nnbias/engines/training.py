@@ -160,7 +160,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
     if config.stop == "accuracy":
         require(classification, "stop='accuracy' needs 0/1 labels; use stop='loss' or 'none'")
-    generator = generator or torch.Generator().manual_seed(0)
+    generator = on_device(generator or torch.Generator().manual_seed(0), params[0].device)
     dtype = params[0].dtype
     x, y = x.to(dtype), y.to(dtype)
     trainable = trainable or [True] * len(params)
@@ -174,8 +174,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     learned = [p for p, t in zip(params, trainable, strict=True) if t]
     state = [torch.zeros_like(p) for p in params]
     second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
-    device = params[0].device  # the networks' device; random draws come from the (CPU) generator, so a
-    # run draws the same minibatches and noise on every device
+    device = params[0].device
     active = torch.ones(k, dtype=torch.bool, device=device)
     diverged = torch.zeros(k, dtype=torch.bool, device=device)
     epochs = torch.zeros(k, dtype=torch.long, device=device)
@@ -203,7 +202,7 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
         if not active.any():
             break
         # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
-        order = (torch.argsort(torch.rand(k, n, generator=generator), dim=1).to(device) if batch < n
+        order = (torch.argsort(torch.rand(k, n, generator=generator, device=device), dim=1) if batch < n
                  else None)
         for start in range(0, n - batch + 1, batch):
             if order is None:
@@ -233,6 +232,18 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     return TrainResult([p.detach() for p in params], fn, loss, acc, epochs, converged, diverged)
 
 
+def on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """The generator of a training run's minibatch orders and Langevin noise: the given one on the
+    CPU; on another device, that device's own, seeded by one draw from the given one. A host draw and
+    copy at every step (the noise of every parameter of every network) would leave a GPU waiting on
+    the CPU's generator, so a GPU run draws other minibatches and noise than a CPU run of the same
+    seed: reproducible on one kind of device, as the sampler's draws are."""
+    if device.type == "cpu":
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _update(params, grads, state, second, active, trainable, config: TrainConfig, step: int,
             generator: torch.Generator) -> None:
     """One optimizer step for the networks still active (others keep parameters and state)."""
@@ -254,7 +265,7 @@ def _update(params, grads, state, second, active, trainable, config: TrainConfig
             v_hat = second[i] / (1 - b2**step)
             delta = m_hat / (v_hat.sqrt() + 1e-8)
         else:  # langevin
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
             delta = g - math.sqrt(2 * config.temperature / config.lr) * noise
         p -= config.lr * mask * delta
 

@@ -64,7 +64,8 @@ def trained_functions(spec: NetworkSpec, x_train: torch.Tensor, y_train: torch.T
     The chunk's generator (seeded by (seed, chunk) alone) draws the initial
     parameters and then every network's minibatch order, so a chunk's result
     does not depend on which worker ran it or whether the run was resumed. The networks train on
-    ``device``; the generator stays on the CPU, so every device draws the same networks and batches.
+    ``device``; the generator stays on the CPU, so every device draws the same networks (a GPU draws
+    the minibatches from its own generator, seeded from this one: ``training.on_device``).
     """
     generator = torch.Generator().manual_seed(chunk_seed(seed, chunk))
     nets = sample_ensemble(spec, size, generator, device=device)
