@@ -60,45 +60,59 @@ def test_the_simulated_device_refuses_what_cuda_refuses_and_computes_what_the_cp
                        "CPU tensor indexed by a device tensor", "device values into a CPU tensor"}
 
 
-# what training on the simulated device moves between host and device, for 2 and for 6 epochs
-TRAINING_TRAFFIC = """
+# what training and sampling on the simulated device move between host and device, for 2 and for 6
+# epochs, and for 2 and 8 batches of networks
+INNER_LOOP_TRAFFIC = """
 import json, torch
 from simulated_cuda import simulated_cuda, traffic
 from nnbias.engines.ensemble import sample_ensemble
+from nnbias.engines.sampler import generator_counts
 from nnbias.engines.training import TrainConfig, train
 from nnbias.spec import NetworkSpec
 
+spec = NetworkSpec(7, (40, 40))
 x = torch.randint(0, 2, (64, 7), generator=torch.Generator().manual_seed(0)).double()
 y = (x.sum(1) > 3).long()
 out = {}
 with simulated_cuda():
     for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
         for epochs in (2, 6):
-            nets = sample_ensemble(NetworkSpec(7, (40, 40)), 32, torch.Generator().manual_seed(0),
-                                   torch.float64, device="cuda")
+            nets = sample_ensemble(spec, 32, torch.Generator().manual_seed(0), torch.float64, device="cuda")
             fn, params = nets.functional()
             traffic.clear()
             config = TrainConfig(optimizer, 0.01, batch, "ce", epochs, "none", temperature=0.1)
             train(fn, params, x, y, config, torch.Generator().manual_seed(1))
             out[f"{optimizer} {epochs}"] = dict(traffic)
+    generator_counts(spec, 256, 0, "cuda", 128)  # the first call puts the spec's constants there
+    for batches in (2, 8):
+        traffic.clear()
+        generator_counts(spec, 128 * batches, 1, "cuda", 128)
+        out[f"sampler {batches}"] = dict(traffic)
 print(json.dumps(out))
 """
 
 
-def test_training_on_a_device_moves_nothing_from_the_host_at_each_step():
-    """The training set goes over once; minibatch orders and Langevin noise are drawn on the device
-    (they were drawn on the CPU and copied, once per epoch and once per step and parameter tensor:
-    14 copies for 2 epochs of Langevin, 38 for 6). The host waits on the device once per epoch (has
-    every network stopped?) and once before the first."""
+def _inner_loop_traffic() -> dict[str, dict[str, int]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
-    r = subprocess.run([sys.executable, "-c", TRAINING_TRAFFIC], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-c", INNER_LOOP_TRAFFIC], cwd=ROOT, env=env, capture_output=True,
                        text=True, check=True)
-    traffic = json.loads(r.stdout.splitlines()[-1])
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_loops():
+    """Training copies its training set over once; minibatch orders and Langevin noise are drawn on
+    the device (they were drawn on the CPU and copied: 14 copies for 2 epochs of Langevin, 38 for 6),
+    and the host waits on the device once per epoch (has every network stopped?) and once before.
+    The sampler's batches copy nothing (each copied its layers' scales and the hypercube: 4 copies,
+    each waiting for the device's queue to drain, as copies from pageable memory do)."""
+    traffic = _inner_loop_traffic()
     for optimizer in ("sgd", "langevin", "adam"):
         two, six = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 6"]
         assert two.get("to device") == six.get("to device") == 2, traffic  # x and y
         assert six.get("to host", 0) == 0, traffic
         assert six["syncs"] - two["syncs"] == 4, traffic
+    assert traffic["sampler 2"] == traffic["sampler 8"], traffic
+    assert traffic["sampler 8"].get("to device", 0) <= 1, traffic  # the packing weights, once a call
 
 
 def _dry_run(experiments: str) -> list[str]:

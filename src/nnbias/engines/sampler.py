@@ -140,6 +140,16 @@ def folded_layers(spec: NetworkSpec) -> tuple[tuple[FoldedLayer, ...], int]:
     return tuple(layers), pairs
 
 
+@functools.cache
+def _device_constants(spec: NetworkSpec, device: torch.device
+                      ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Each folded layer's scale and the hypercube's inputs, on ``device``, made once per process: a
+    copy from the host's pageable memory first waits for the device's queue to drain, so copies in
+    every batch would leave a GPU idle while the host queues the next one."""
+    scales = tuple(torch.from_numpy(layer.scale).to(device) for layer in folded_layers(spec)[0])
+    return scales, hypercube(spec.input_dim, spec.encoding).to(device)
+
+
 def _act_one(spec: NetworkSpec) -> float:
     return float(activation_fn(spec.activation)(torch.tensor(1.0)))
 
@@ -167,7 +177,8 @@ class FoldedNets:
         if reuse is None or reuse.mats[0].shape[0] != k:
             check_fits(k, sum(lay.rows * lay.cols for lay in layers), torch.float32, device, spec.describe())
             reuse = FoldedNets(spec, [torch.empty(k, lay.rows, lay.cols, device=device) for lay in layers])
-        for layer, mat in zip(layers, reuse.mats, strict=True):
+        scales = _device_constants(spec, reuse.mats[0].device)[0] if generator is not None else None
+        for i, (layer, mat) in enumerate(zip(layers, reuse.mats, strict=True)):
             flat = mat.view(k, layer.rows * layer.cols)
             if generator is None:
                 fill_counter(flat.numpy(), spec.prior, key, first_net * pairs + layer.first_pair, pairs,
@@ -175,7 +186,7 @@ class FoldedNets:
             else:
                 (flat.normal_(generator=generator) if spec.prior == "gaussian"
                  else flat.uniform_(-1.0, 1.0, generator=generator))
-                flat.mul_(torch.from_numpy(layer.scale).to(device))
+                flat.mul_(scales[i])
             if layer.constant:
                 mat[:, -1, -1] = layer.constant
         return reuse
@@ -200,8 +211,7 @@ class FoldedNets:
     def cube_signs(self) -> torch.Tensor:
         """Signs (K, 2^n) of these networks' outputs on all 2^n inputs (in the order of ``hypercube``),
         on their device: the batched forward pass."""
-        cube = hypercube(self.spec.input_dim, self.spec.encoding).to(self.mats[0].device)
-        return self.forward(cube) > 0
+        return self.forward(_device_constants(self.spec, self.mats[0].device)[1]) > 0
 
     def cube_tables(self) -> np.ndarray:
         """Packed truth tables (K, ceil(2^n / 8)) of these networks (CPU) on all 2^n inputs:
