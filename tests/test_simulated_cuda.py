@@ -2,12 +2,15 @@
 refuses is refused there too, and the GPU session's check passes on it."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from nnbias.engines.training import CHECK_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +63,7 @@ def test_the_simulated_device_refuses_what_cuda_refuses_and_computes_what_the_cp
                        "CPU tensor indexed by a device tensor", "device values into a CPU tensor"}
 
 
-# what training and sampling on the simulated device move between host and device, for 2 and for 6
+# what training and sampling on the simulated device move between host and device, for 2 and for 34
 # epochs, and for 2 and 8 batches of networks
 INNER_LOOP_TRAFFIC = """
 import json, torch
@@ -76,7 +79,7 @@ y = (x.sum(1) > 3).long()
 out = {}
 with simulated_cuda():
     for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
-        for epochs in (2, 6):
+        for epochs in (2, 34):
             nets = sample_ensemble(spec, 32, torch.Generator().manual_seed(0), torch.float64, device="cuda")
             fn, params = nets.functional()
             traffic.clear()
@@ -101,18 +104,62 @@ def _inner_loop_traffic() -> dict[str, dict[str, int]]:
 
 def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_loops():
     """Training copies its training set over once; minibatch orders and Langevin noise are drawn on
-    the device (they were drawn on the CPU and copied: 14 copies for 2 epochs of Langevin, 38 for 6),
-    and the host waits on the device once per epoch (has every network stopped?) and once before.
-    The sampler's batches copy nothing (each copied its layers' scales and the hypercube: 4 copies,
-    each waiting for the device's queue to drain, as copies from pageable memory do)."""
+    the device (they were drawn on the CPU and copied: 14 copies for 2 epochs of Langevin), and the
+    host reads whether any network still trains every CHECK_STEPS steps (it read it every epoch: a
+    wait for the device at every step of full-batch training). The sampler's batches copy nothing
+    (each copied its layers' scales and the hypercube: 4 copies, each waiting for the device's queue
+    to drain, as copies from pageable memory do)."""
     traffic = _inner_loop_traffic()
-    for optimizer in ("sgd", "langevin", "adam"):
-        two, six = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 6"]
-        assert two.get("to device") == six.get("to device") == 2, traffic  # x and y
-        assert six.get("to host", 0) == 0, traffic
-        assert six["syncs"] - two["syncs"] == 4, traffic
+    for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
+        short, long = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 34"]
+        assert short.get("to device") == long.get("to device") == 2, traffic  # x and y
+        assert long.get("to host", 0) == 0, traffic
+        every = max(1, CHECK_STEPS // (64 // batch))  # epochs between reads
+        assert long["syncs"] - short["syncs"] == math.ceil(34 / every) - math.ceil(2 / every), traffic
     assert traffic["sampler 2"] == traffic["sampler 8"], traffic
     assert traffic["sampler 8"].get("to device", 0) <= 1, traffic  # the packing weights, once a call
+
+
+# training on the simulated device that reads "any network still training?" every step and every
+# CHECK_STEPS steps, until networks stop at 100 % training accuracy at different epochs
+STOPPING = """
+import json, torch
+import nnbias.engines.training as training
+from simulated_cuda import simulated_cuda
+from nnbias.engines.ensemble import sample_ensemble
+from nnbias.spec import NetworkSpec
+
+x = torch.randint(0, 2, (32, 7), generator=torch.Generator().manual_seed(0)).double()
+y = (x.sum(1) > 3).long()  # the majority: networks stop between epochs 3 and 48
+runs = []
+with simulated_cuda():
+    for check_steps in (1, training.CHECK_STEPS):
+        training.CHECK_STEPS = check_steps
+        for optimizer, batch, lr in [("sgd", 32, 0.5), ("momentum", 8, 0.05), ("adam", 32, 0.02)]:
+            nets = sample_ensemble(NetworkSpec(7, (16,)), 24, torch.Generator().manual_seed(0), torch.float64,
+                                   device="cuda")
+            fn, params = nets.functional()
+            config = training.TrainConfig(optimizer, lr, batch, "ce", 300, "accuracy")
+            r = training.train(fn, params, x, y, config, torch.Generator().manual_seed(1))
+            runs.append({"check_steps": check_steps, "optimizer": optimizer,
+                         "epochs": r.epochs.cpu().tolist(), "converged": r.converged.cpu().tolist(),
+                         "params": [p.cpu().flatten().tolist() for p in r.params]})
+print(json.dumps(runs))
+"""
+
+
+def test_reading_whether_networks_still_train_less_often_changes_nothing():
+    """On a device, extra epochs after every network stopped leave them as they were: the trained
+    networks, their epochs and which converged are those of reading it after every step."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+    r = subprocess.run([sys.executable, "-c", STOPPING], cwd=ROOT, env=env, capture_output=True, text=True,
+                       check=True)
+    runs = json.loads(r.stdout.splitlines()[-1])
+    every_step, sparse = runs[:3], runs[3:]
+    assert [run["check_steps"] for run in sparse] == [CHECK_STEPS] * 3 and CHECK_STEPS > 1
+    for a, b in zip(every_step, sparse, strict=True):
+        assert len(set(a["epochs"])) > 5 and all(a["converged"]), a["epochs"]
+        assert (a["epochs"], a["converged"], a["params"]) == (b["epochs"], b["converged"], b["params"])
 
 
 def _dry_run(experiments: str) -> list[str]:

@@ -35,6 +35,7 @@ from nnbias.engines.memory import check_fits, training_copies
 from nnbias.errors import check_choice, check_int, check_positive, require
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "langevin")
+CHECK_STEPS = 16  # on a GPU, optimizer steps between reads of whether any network still trains
 LOSSES = ("mse", "ce")
 STOPS = ("accuracy", "loss", "none")
 
@@ -198,8 +199,13 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
 
     loss, acc = evaluate()
     active &= ~met(loss, acc)
+    # whether any network still trains is read on the host, which waits for the device's queue to
+    # drain: on a GPU only every CHECK_STEPS steps, as extra epochs leave frozen networks as they are
+    # (their updates are masked) and draw only from the device's own generator
+    steps_per_epoch = n // batch
+    check_every = 1 if device.type == "cpu" else max(1, CHECK_STEPS // steps_per_epoch)
     for _epoch in range(config.max_epochs):
-        if not active.any():
+        if _epoch % check_every == 0 and not active.any():
             break
         # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
         order = (torch.argsort(torch.rand(k, n, generator=generator, device=device), dim=1) if batch < n
