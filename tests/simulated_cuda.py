@@ -42,7 +42,6 @@ INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_ind
 # ops after which CUDA waits for the device: a number read by the host, or a shape that depends on values
 SYNCS = {"_local_scalar_dense", "nonzero", "unique_dim", "_unique2", "unique_consecutive", "masked_select"}
 
-_generators: list[torch.Generator] = []  # those made by torch.Generator(device="cuda")
 traffic: Counter[str] = Counter()  # copies "to device" and "to host", and "syncs": what a GPU waits on
 
 
@@ -127,10 +126,10 @@ class _CudaIsSimulated(TorchFunctionMode):
         if "device" in kwargs:
             kwargs = {**kwargs, "device": _to_device(kwargs["device"])}
         generator = kwargs.get("generator")
-        if generator is not None:  # checked here: below, PyTorch hands over another Python object
+        if generator is not None:  # checked here: below, PyTorch hands over a plain generator
             on_device = (any(isinstance(t, DeviceTensor) for t in tree_leaves(args))
                          or _is_device(kwargs.get("device")))
-            if any(generator is g for g in _generators) != on_device:
+            if isinstance(generator, DeviceGenerator) != on_device:
                 raise RuntimeError(f"{func.__name__}: Expected a '{'cuda' if on_device else 'cpu'}' device "
                                    f"type for generator but found '{'cpu' if on_device else 'cuda'}'")
         if func in (torch.Tensor.to, torch.Tensor.cuda):
@@ -140,14 +139,19 @@ class _CudaIsSimulated(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class DeviceGenerator(torch._C.Generator):
+    """The simulated device's generator: a CPU generator that says it belongs to the device."""
+
+    @property
+    def device(self) -> torch.device:
+        return DEVICE
+
+
 class _Generator(torch.Generator):
-    """``torch.Generator(device="cuda")``: a CPU generator marked as the simulated device's."""
+    """``torch.Generator(device=...)`` while the simulation is on."""
 
     def __new__(cls, device: object = "cpu") -> torch.Generator:
-        generator = torch._C.Generator()
-        if _is_device(device):
-            _generators.append(generator)
-        return generator
+        return DeviceGenerator() if _is_device(device) else torch._C.Generator()
 
 
 _backend = torch.library.Library("aten", "IMPL")

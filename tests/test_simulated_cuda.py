@@ -68,6 +68,7 @@ def test_the_simulated_device_refuses_what_cuda_refuses_and_computes_what_the_cp
 INNER_LOOP_TRAFFIC = """
 import json, torch
 from simulated_cuda import simulated_cuda, traffic
+from nnbias.engines.bayes import rejection_posterior
 from nnbias.engines.ensemble import sample_ensemble
 from nnbias.engines.sampler import generator_counts
 from nnbias.engines.training import TrainConfig, train
@@ -86,6 +87,10 @@ with simulated_cuda():
             config = TrainConfig(optimizer, 0.01, batch, "ce", epochs, "none", temperature=0.1)
             train(fn, params, x, y, config, torch.Generator().manual_seed(1))
             out[f"{optimizer} {epochs}"] = dict(traffic)
+    for draws in (512, 2048):
+        traffic.clear()
+        rejection_posterior(spec, x[:3].float(), y[:3].float(), 10_000, 3, draws, chunk=256, device="cuda")
+        out[f"rejection {draws}"] = dict(traffic)
     generator_counts(spec, 256, 0, "cuda", 128)  # the first call puts the spec's constants there
     for batches in (2, 8):
         traffic.clear()
@@ -108,7 +113,8 @@ def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_l
     host reads whether any network still trains every CHECK_STEPS steps (it read it every epoch: a
     wait for the device at every step of full-batch training). The sampler's batches copy nothing
     (each copied its layers' scales and the hypercube: 4 copies, each waiting for the device's queue
-    to drain, as copies from pageable memory do)."""
+    to drain, as copies from pageable memory do), and rejection draws its chunks of prior networks on
+    the device (drawn on the CPU and copied, a chunk each)."""
     traffic = _inner_loop_traffic()
     for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
         short, long = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 34"]
@@ -116,6 +122,9 @@ def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_l
         assert long.get("to host", 0) == 0, traffic
         every = max(1, CHECK_STEPS // (64 // batch))  # epochs between reads
         assert long["syncs"] - short["syncs"] == math.ceil(34 / every) - math.ceil(2 / every), traffic
+    # rejection: x and y go over once; the host reads which networks fit, once a chunk
+    assert traffic["rejection 512"]["to device"] == traffic["rejection 2048"]["to device"] == 2, traffic
+    assert traffic["rejection 2048"]["syncs"] - traffic["rejection 512"]["syncs"] == 6, traffic
     assert traffic["sampler 2"] == traffic["sampler 8"], traffic
     assert traffic["sampler 8"].get("to device", 0) <= 1, traffic  # the packing weights, once a call
 

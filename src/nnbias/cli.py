@@ -35,7 +35,9 @@ EXECUTOR = typer.Option("threads", help="threads (this process) or dask.")
 WORKERS = typer.Option(None, help="Threads or local Dask worker processes [default: all cores].")
 SCHEDULER = typer.Option(None, help="Address of a running Dask scheduler (with --executor dask).")
 DEVICE = typer.Option("cpu", help="cpu or cuda: where networks train and kernels are computed "
-                                  "(random draws stay on the CPU's generator).")
+                                  "(initial networks come from the CPU's generator, the same on every "
+                                  "device; minibatch orders, Langevin noise and rejection sampling's "
+                                  "draws from the device's).")
 STORE = typer.Option(None, "--store", help="DuckDB results file [default: $NNBIAS_STORE or "
                      "./nnbias-results/nnbias.duckdb].")
 

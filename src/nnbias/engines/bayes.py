@@ -91,13 +91,14 @@ class RejectionSample:
 
 def prior_chunks(spec: NetworkSpec, draws: int, seed: int, chunk: int = DRAW_CHUNK,
                  dtype: torch.dtype = torch.float32, device: str = "cpu") -> Iterator[Ensemble]:
-    """``draws`` prior networks in chunks of ``chunk``, chunk c from the (CPU) generator seeded by
-    (seed, c), placed on ``device``: the networks depend on the seed alone, however many chunks a
-    caller consumes and wherever they are evaluated."""
+    """``draws`` prior networks in chunks of ``chunk``, chunk c from ``device``'s generator seeded by
+    (seed, c): the networks depend on the seed and the kind of device alone, however many chunks a
+    caller consumes. On the device, as rejection evaluates each draw once: drawn on the CPU and copied,
+    a GPU would wait on the CPU's generator for every parameter it evaluates."""
     draws = check_int("draws", draws, minimum=1)
     chunk, seed = check_int("chunk", chunk, minimum=1), check_seed(seed)
     for index, start in enumerate(range(0, draws, chunk)):
-        generator = torch.Generator().manual_seed(chunk_seed(seed, index))
+        generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, index))
         yield sample_ensemble(spec, min(chunk, draws - start), generator, dtype, device)
 
 
@@ -105,10 +106,10 @@ def rejection_posterior(spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor, wan
                         max_draws: int, chunk: int = DRAW_CHUNK, dtype: torch.dtype = torch.float32,
                         device: str = "cpu") -> RejectionSample:
     """Prior draws conditioned on fitting (x, y): chunks of ``chunk`` networks, chunk c drawn from the
-    generator seeded by (seed, c), until ``wanted`` fit or ``max_draws`` were drawn; the kept networks
-    depend on the seed alone (bit-identical reruns). Fewer than ``wanted`` come back when the budget
-    runs out, so a caller can say that the acceptance rate was too low. The draws are evaluated on
-    ``device``."""
+    generator seeded by (seed, c) (see :func:`prior_chunks`), until ``wanted`` fit or ``max_draws`` were
+    drawn; the kept networks depend on the seed and the kind of device alone (bit-identical reruns).
+    Fewer than ``wanted`` come back when the budget runs out, so a caller can say that the acceptance
+    rate was too low. The draws are drawn and evaluated on ``device``."""
     wanted = check_int("wanted", wanted, minimum=1)
     max_draws = check_int("max_draws", max_draws, minimum=1)
     x, y = x.to(device), y.to(device)

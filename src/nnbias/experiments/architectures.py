@@ -112,7 +112,7 @@ class ArchitecturesSettings:
     pooled_train: int | None = 1000  # at most this many for the pooled (GAP) kernels; None: no cap
     pooled_test: int | None = None
     boolean_samples: int = 20_000
-    device: str = "cpu"  # where networks train and kernels are computed (draws stay on the CPU's generator)
+    device: str = "cpu"  # where networks train and kernels are computed (initial networks: the CPU's draws)
     seed: int = 0
 
     def __post_init__(self) -> None:
