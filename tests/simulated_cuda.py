@@ -11,6 +11,10 @@ numbers are the CPU's, but the rules CUDA enforces hold, and breaking one raises
 * a generator of one device drawing tensors on the other;
 * ``.numpy()`` of a device tensor (its device is not the CPU).
 
+``traffic`` counts what a GPU would wait on: copies between host and device, and reads of device
+values by the host (``.item()``, a ``nonzero`` or ``unique`` whose size depends on the values), so a
+test can hold a loop to none per step.
+
 ``torch.cuda.is_available`` says True, and the few ``torch.cuda`` queries nnbias makes answer for an
 80 GiB device. Forward- and reverse-mode AD and torch.func transforms work on the simulated tensors;
 Dask workers (other processes) do not see the simulation. Importing this module renames the backend for
@@ -40,7 +44,7 @@ COPIES = {"_to_copy", "copy_", "copy", "lift_fresh", "lift_fresh_copy"}  # may t
 INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"}
 
 # ops after which CUDA waits for the device: a number read by the host, or a shape that depends on values
-SYNCS = {"_local_scalar_dense", "nonzero", "unique_dim", "_unique2", "unique_consecutive", "masked_select"}
+SYNCS = {"_local_scalar_dense", "nonzero", "masked_select"}  # and every unique
 
 traffic: Counter[str] = Counter()  # copies "to device" and "to host", and "syncs": what a GPU waits on
 
