@@ -59,6 +59,9 @@ def test_divergence_is_marked():
     fn, params = nets(3).functional()
     result = train(fn, params, X, Y * 1e6 + 0.5, TrainConfig("sgd", 50.0, None, "mse", 1000, "none"))
     assert result.diverged.all() and not result.converged.any()
+    # training stopped early, when every network had diverged: the losses are those they ended with,
+    # not those they began with (with stop='none' the loss is otherwise taken after the last epoch)
+    assert not torch.isfinite(result.losses).any() and (result.epochs < 1000).all()
 
 
 def test_langevin_samples_the_boltzmann_distribution():

@@ -206,6 +206,8 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     check_every = 1 if device.type == "cpu" else max(1, CHECK_STEPS // steps_per_epoch)
     for _epoch in range(config.max_epochs):
         if _epoch % check_every == 0 and not active.any():
+            if config.stop == "none":  # evaluated only at the end: the losses they ended with
+                loss, acc = evaluate()
             break
         # full batch needs no order (and draws none, so a Langevin run's noise is the generator's next)
         order = (torch.argsort(torch.rand(k, n, generator=generator, device=device), dim=1) if batch < n
