@@ -183,7 +183,6 @@ def simulated_cuda() -> Iterator[None]:
     properties = mock.Mock(total_memory=TOTAL_MEMORY, name="simulated CUDA device")
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch("torch.cuda.is_available", lambda: True))
-        stack.enter_context(mock.patch("torch.cuda.device_count", lambda: 1))
         stack.enter_context(mock.patch("torch.cuda.synchronize", lambda *a, **k: None))
         stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda *a, **k: "simulated CUDA"))
         stack.enter_context(mock.patch("torch.cuda.get_device_properties", lambda *a, **k: properties))

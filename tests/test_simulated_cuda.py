@@ -7,12 +7,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nnbias.engines.training import CHECK_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _simulated(script: str) -> Any:
+    """What ``script`` prints last (one JSON document), run in a fresh process: importing
+    simulated_cuda renames PyTorch's PrivateUse1 backend for the process's lifetime."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                       check=True)
+    return json.loads(r.stdout.splitlines()[-1])
+
 
 # what CUDA refuses and what it allows, tried on the simulated device in a fresh process
 PROBES = """
@@ -52,9 +63,7 @@ with simulated_cuda():
 
 
 def test_the_simulated_device_refuses_what_cuda_refuses_and_computes_what_the_cpu_does():
-    r = subprocess.run([sys.executable, "-c", PROBES], cwd=ROOT / "tests", capture_output=True, text=True,
-                       check=True)
-    got = json.loads(r.stdout.splitlines()[-1])
+    got = _simulated(PROBES)
     assert got.pop("device") == "simcuda:0" and got.pop("is_cuda") is True
     assert got.pop("values") == [[5.0, 14.0], [14.0, 50.0]]
     refused = {k for k, v in got.items() if v == "refused"}
@@ -100,13 +109,6 @@ print(json.dumps(out))
 """
 
 
-def _inner_loop_traffic() -> dict[str, dict[str, int]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
-    r = subprocess.run([sys.executable, "-c", INNER_LOOP_TRAFFIC], cwd=ROOT, env=env, capture_output=True,
-                       text=True, check=True)
-    return json.loads(r.stdout.splitlines()[-1])
-
-
 def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_loops():
     """Training copies its training set over once; minibatch orders and Langevin noise are drawn on
     the device (they were drawn on the CPU and copied: 14 copies for 2 epochs of Langevin), and the
@@ -115,7 +117,7 @@ def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_l
     (each copied its layers' scales and the hypercube: 4 copies, each waiting for the device's queue
     to drain, as copies from pageable memory do), and rejection draws its chunks of prior networks on
     the device (drawn on the CPU and copied, a chunk each)."""
-    traffic = _inner_loop_traffic()
+    traffic = _simulated(INNER_LOOP_TRAFFIC)
     for optimizer, batch in [("sgd", 8), ("langevin", 16), ("adam", 64)]:
         short, long = traffic[f"{optimizer} 2"], traffic[f"{optimizer} 34"]
         assert short.get("to device") == long.get("to device") == 2, traffic  # x and y
@@ -160,10 +162,7 @@ print(json.dumps(runs))
 def test_reading_whether_networks_still_train_less_often_changes_nothing():
     """On a device, extra epochs after every network stopped leave them as they were: the trained
     networks, their epochs and which converged are those of reading it after every step."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
-    r = subprocess.run([sys.executable, "-c", STOPPING], cwd=ROOT, env=env, capture_output=True, text=True,
-                       check=True)
-    runs = json.loads(r.stdout.splitlines()[-1])
+    runs = _simulated(STOPPING)
     every_step, sparse = runs[:3], runs[3:]
     assert [run["check_steps"] for run in sparse] == [CHECK_STEPS] * 3 and CHECK_STEPS > 1
     for a, b in zip(every_step, sparse, strict=True):

@@ -146,7 +146,8 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
                         f"allowed 1..{n}")
     # 0/1 labels are classes only when the loss or the stopping rule asks for classes;
     # otherwise MSE regresses on y as given
-    x, y = x.to(params[0].device), y.to(params[0].device)  # train where the networks are
+    device = params[0].device  # the networks' device: where they train
+    x, y = x.to(device), y.to(device)
     with torch.no_grad():
         probe = fn(params, x[:1])
     k = params[0].shape[0]
@@ -161,21 +162,20 @@ def train(fn: Callable, params: list[torch.Tensor], x: torch.Tensor, y: torch.Te
             "loss='ce' needs 0/1 labels; use loss='mse' for real-valued targets")
     if config.stop == "accuracy":
         require(classification, "stop='accuracy' needs 0/1 labels; use stop='loss' or 'none'")
-    generator = on_device(generator or torch.Generator().manual_seed(0), params[0].device)
+    generator = on_device(generator or torch.Generator().manual_seed(0), device)
     dtype = params[0].dtype
     x, y = x.to(dtype), y.to(dtype)
     trainable = trainable or [True] * len(params)
     require(len(trainable) == len(params), f"trainable has {len(trainable)} entries for {len(params)} "
                                            "parameter tensors; give one per tensor")
     per_net = sum(p[0].numel() for p in params)
-    check_fits(k, training_copies(config.optimizer) * per_net, dtype, params[0].device,
+    check_fits(k, training_copies(config.optimizer) * per_net, dtype, device,
                f"{per_net} parameters (training: a clone, gradients, optimizer state, update temporaries)")
     # frozen tensors need no gradient: autograd then does not backpropagate into them
     params = [p.detach().clone().requires_grad_(t) for p, t in zip(params, trainable, strict=True)]
     learned = [p for p, t in zip(params, trainable, strict=True) if t]
     state = [torch.zeros_like(p) for p in params]
     second = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else None
-    device = params[0].device
     active = torch.ones(k, dtype=torch.bool, device=device)
     diverged = torch.zeros(k, dtype=torch.bool, device=device)
     epochs = torch.zeros(k, dtype=torch.long, device=device)
