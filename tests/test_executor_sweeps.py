@@ -171,3 +171,4 @@ def test_prepared_device_check_runs_every_engine_path_on_this_machine():
     lines = [line for line in r.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
     assert len(lines) == 9 and all(line.startswith("ok") for line in lines), r.stdout
     assert "experiment routes" in lines[-1] and "max rel. diff  0.0e+00" in lines[-1], lines[-1]
+    assert "of peak; one chunk's time: draw" in r.stdout, r.stdout  # where the sampler's time goes
