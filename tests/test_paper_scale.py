@@ -107,7 +107,7 @@ def test_posterior_at_paper_scale(tmp_path):
 
 def test_gibbs_at_paper_scale(tmp_path):
     """10^7 reference draws, 50 000 chains: Langevin at the smallest step matches the Gibbs posterior
-    and the largest step (1.0) is told apart from it."""
+    and the largest step (1.0) is told apart from it (passed in 38 min on one thread)."""
     from nnbias.experiments import gibbs
 
     with Store(tmp_path / "s.duckdb") as st:
@@ -118,7 +118,8 @@ def test_gibbs_at_paper_scale(tmp_path):
 
 def test_routes_at_paper_scale(tmp_path):
     """40 000 networks per route, |E| = 8: last-layer and all-layer sampling are told apart at width 1
-    (P(S | features) varies most there) and agree at width 1024."""
+    (P(S | features) varies most there) and agree at width 1024 (passed in 74 min on one thread beside
+    other runs, peak 11.9 GB)."""
     from nnbias.experiments import routes
 
     with Store(tmp_path / "s.duckdb") as st:
@@ -128,13 +129,22 @@ def test_routes_at_paper_scale(tmp_path):
 
 
 def test_bound_at_paper_scale(tmp_path):
-    """With MNIST-1D too and 32 networks per setting the bound holds everywhere and tracks the error."""
+    """With MNIST-1D too and 32 networks per setting the bound tracks the error, is non-vacuous at clean
+    labels on every task, and EP's P(S) agrees with rejection sampling's; it is not broken anywhere.
+    That it holds in every setting stays undecided: in the first run (43 min on one thread, 36
+    settings) mnist1d-0-1 at m = 100 with every label a coin flip, flips that agree with the true
+    labels on 44 of the 100, had a clean test error of 0.6245 (sd 0.033 over 32 networks) against a
+    bound of 0.6255. The theorem bounds the error on the distribution S came from (labels as
+    corrupted, error 1/2 at corruption 1), not the clean one, so nothing guarantees that setting."""
     from nnbias.experiments import bound
 
     with Store(tmp_path / "s.duckdb") as st:
         claims = bound.run_bound(st, bound.settings_for("paper"), tmp_path / "out", quiet=True)["claims"]
-    assert verdict(claims, "A6: the PAC-Bayes marginal-likelihood bound") == "supported"
+    assert verdict(claims, "A6: the PAC-Bayes marginal-likelihood bound") != "contradicted"
     assert verdict(claims, "A6: the bound tracks") == "supported"
+    assert verdict(claims, "A6: EP's marginal likelihood P(S) agrees") == "supported"
+    for task in bound.TASKS:
+        assert verdict(claims, f"A6: {task}: the bound is non-vacuous") == "supported", task
 
 
 def test_architectures_at_paper_scale(tmp_path):
