@@ -11,6 +11,10 @@ numbers are the CPU's, but the rules CUDA enforces hold, and breaking one raises
 * a generator of one device drawing tensors on the other;
 * ``.numpy()`` of a device tensor (its device is not the CPU).
 
+Triton kernels launched on the simulated device run in Triton's interpreter (``TRITON_INTERPRET=1``,
+set by importing this module, before any kernel is defined) on the wrapped data; a kernel given a CPU
+tensor raises, as a launch on a GPU does.
+
 ``traffic`` counts what a GPU would wait on: copies between host and device, and reads of device
 values by the host (``.item()``, a ``nonzero`` or ``unique`` whose size depends on the values), so a
 test can hold a loop to none per step.
@@ -26,6 +30,8 @@ runs ``benchmarks/gpu_check.py --device cuda`` on the simulated device: the GPU 
 """
 
 import contextlib
+import importlib.util
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +42,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
+os.environ["TRITON_INTERPRET"] = "1"  # read where a kernel is defined: before anything imports one
 NAME = "simcuda"
 _setup_privateuseone_for_python_backend(rename=NAME)  # once per process: importing this module does it
 DEVICE = torch.device(NAME, 0)
@@ -192,8 +199,32 @@ def simulated_cuda() -> Iterator[None]:
                                        lambda *a, **k: (TOTAL_MEMORY, TOTAL_MEMORY)))
         stack.enter_context(mock.patch("torch.Generator", _Generator))
         stack.enter_context(mock.patch("threading.Thread.run", _simulated_in_thread(threading.Thread.run)))
+        if importlib.util.find_spec("triton"):
+            from triton.runtime import interpreter
+
+            stack.enter_context(mock.patch.object(interpreter, "_unwrap_tensor", _kernel_data))
+            stack.enter_context(mock.patch.object(interpreter.GridExecutor, "_init_args_hst",
+                                                  _device_arguments(interpreter.GridExecutor._init_args_hst)))
         stack.enter_context(_CudaIsSimulated())
         yield
+
+
+def _kernel_data(arg: object) -> object:
+    """What Triton's interpreter reads and writes for a kernel's tensor argument: a device tensor's data."""
+    return arg.data_ if isinstance(arg, DeviceTensor) else arg
+
+
+def _device_arguments(init_args):
+    """The interpreter's launch, refusing a CPU tensor as a GPU's launch refuses a pointer it cannot
+    reach."""
+
+    def checked(self, args: list, kwargs: dict):
+        for arg in [*args, *kwargs.values()]:
+            if isinstance(arg, torch.Tensor) and not isinstance(arg, DeviceTensor):
+                raise RuntimeError(f"a Triton kernel was given a tensor on {arg.device}, not on the device")
+        return init_args(self, args, kwargs)
+
+    return checked
 
 
 def _simulated_in_thread(run):
@@ -216,6 +247,10 @@ if __name__ == "__main__":
     import gpu_check
 
     sys.argv = [gpu_check.__file__, "--device", "cuda", *sys.argv[1:]]
+    # Triton's interpreter runs the sampler's kernel at tens of networks a second, so sampling on the
+    # simulated device draws a few hundred networks (what this run checks is where tensors live)
+    module, runner, overrides = gpu_check.EXPERIMENTS["sgd-vs-bayes"]
+    gpu_check.EXPERIMENTS["sgd-vs-bayes"] = (module, runner, {**overrides, "rejection_samples": 256})
     # speed on the simulated device is the CPU's behind Python wrappers (its 8192^3 matmuls: a minute)
     unmeasured = "sampler on the simulated device: speed not measured"
     with simulated_cuda(), mock.patch.object(gpu_check, "sampler_speed", lambda *a: unmeasured):

@@ -169,6 +169,8 @@ def test_prepared_device_check_runs_every_engine_path_on_this_machine():
                         "--experiments", "routes"], cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
-    assert len(lines) == 9 and all(line.startswith("ok") for line in lines), r.stdout
+    assert len(lines) == 10 and all(line.startswith("ok") for line in lines), r.stdout
     assert "experiment routes" in lines[-1] and "max rel. diff  0.0e+00" in lines[-1], lines[-1]
-    assert "of peak; one chunk's time: draw" in r.stdout, r.stdout  # where the sampler's time goes
+    # the sampler's speed on each path, and where the batched pass's time goes
+    assert "compiled loop: " in r.stdout and "of peak; torch's forward pass: " in r.stdout, r.stdout
+    assert "of peak, one chunk's time: draw" in r.stdout, r.stdout

@@ -131,6 +131,44 @@ def test_training_and_sampling_on_a_device_copy_nothing_from_the_host_in_their_l
     assert traffic["sampler 8"].get("to device", 0) <= 1, traffic  # the packing weights, once a call
 
 
+# the fused sampler (engines.fused) on the simulated device, its kernel in Triton's interpreter
+FUSED_SAMPLER = """
+import json
+import numpy as np
+from simulated_cuda import simulated_cuda, traffic
+from nnbias.engines.rng import STREAM
+from nnbias.engines.sampler import sample_chunk
+from nnbias.experiments.sampling import SamplingConfig
+from nnbias.spec import NetworkSpec
+
+spec = NetworkSpec(7, (40, 40), sigma_w=1.5, sigma_b=0.5)
+out = {}
+with simulated_cuda():
+    sample_chunk(spec, 0, 0, 16, device="cuda")  # the first call puts the spec's layer tables there
+    traffic.clear()
+    device = sample_chunk(spec, 4, 1, 96, device="cuda")
+    out["traffic"] = dict(traffic)
+    out["streams"] = [SamplingConfig(s, 100, device="cuda").to_dict()["stream"] == STREAM
+                      for s in (spec, NetworkSpec(7, (40, 40), "tanh"))]
+cpu = sample_chunk(spec, 4, 1, 96)
+out["same"] = bool(np.array_equal(device.tables, cpu.tables) and np.array_equal(device.counts, cpu.counts))
+out["functions"] = len(cpu.counts)
+print(json.dumps(out))
+"""
+
+
+def test_the_fused_sampler_on_a_device_counts_the_cpus_networks_and_sends_back_only_the_counts():
+    """A chunk on the device is the CPU's chunk, function for function and count for count (the same
+    counter stream, computed in the kernel); the kernel's arguments are all on the device (the
+    simulation refuses a CPU tensor), the chunk copies nothing to the device and reads back only the
+    distinct tables and their counts, after one wait for ``unique``. A sampling run there records the
+    CPU's stream, and torch's for an activation the kernel does not compute."""
+    got = _simulated(FUSED_SAMPLER)
+    assert got["same"] and got["functions"] > 20, got
+    assert got["traffic"] == {"to host": 2, "syncs": 1}, got
+    assert got["streams"] == [True, False], got
+
+
 # training on the simulated device that reads "any network still training?" every step and every
 # CHECK_STEPS steps, until networks stop at 100 % training accuracy at different epochs
 STOPPING = """
@@ -184,7 +222,7 @@ def test_the_gpu_check_passes_on_the_simulated_device():
     CPU run of the same script cannot show: ep.py writing device results into a CPU tensor fails here)."""
     lines = _dry_run("kernels,features,gap,transfer,inside,posterior,sgd-vs-bayes")
     assert sum(" experiment " in line for line in lines) == 7
-    assert sum(" experiment " not in line for line in lines) == 8  # every engine's line
+    assert sum(" experiment " not in line for line in lines) == 9  # every engine's line
 
 
 @pytest.mark.slow

@@ -15,10 +15,13 @@ fixed block of it), drawn straight into the bias-folded layout of
 ``FoldedNets`` with the prior's scale applied in the same pass; the truth
 tables then come from ``engines.cube``'s compiled loop, one network at a
 time (subset sums for the first layer, BLAS for the hidden products, signs
-straight to bits for the readout). GPUs, and activations that loop does not
-compute, take torch's batched forward pass; on a GPU the signs are packed and
-counted there too (``FunctionCounts.from_signs``), so only the distinct tables
-cross to the host.
+straight to bits for the readout). A GPU runs ``engines.fused``'s Triton
+kernel, which computes the same stream's numbers on the chip, so it samples the
+same networks; networks that kernel does not take (other activations, hidden
+layers wider than 128, no Triton), and activations the CPU loop does not
+compute, take torch's batched forward pass. On a GPU the tables are counted
+there too (``FunctionCounts.from_words``), so only the distinct ones cross to
+the host.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from nnbias.engines import fused
 from nnbias.engines.blas import sgemm_address
 from nnbias.engines.cube import FUSED_ACTIVATIONS, cube_signs
 from nnbias.engines.ensemble import Ensemble, activation_fn, layer_scales
@@ -73,15 +77,19 @@ class FunctionCounts:
         ``torch.unique`` counts the words, so a GPU sends the host only the distinct tables
         (host-side packing and ``np.unique`` held the GPU sampler to ~3 % of its matmul peak)."""
         k, m = signs.shape
-        nbytes = (m + 7) // 8
         bits = torch.nn.functional.pad(signs.to(torch.uint8), (0, -m % 64)).view(k, -1, 8)
         weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=signs.device)
-        words = (bits * weights).sum(-1, dtype=torch.uint8).view(torch.int64)  # (K, words)
+        return FunctionCounts.from_words((bits * weights).sum(-1, dtype=torch.uint8).view(torch.int64), m)
+
+    @staticmethod
+    def from_words(words: torch.Tensor, m: int) -> FunctionCounts:
+        """Counts of the rows of a (K, ceil(m / 64)) int64 tensor of truth tables of m bits, each row
+        the bytes of ``np.packbits`` padded to whole words, counted on the tensor's device."""
         if words.shape[1] == 1:  # up to 64 inputs: one key per row, the faster 1-D unique
             uniq, counts = torch.unique(words[:, 0], return_counts=True)
         else:
             uniq, counts = torch.unique(words, dim=0, return_counts=True)
-        tables = uniq.reshape(len(uniq), -1).cpu().view(torch.uint8).numpy()[:, :nbytes]
+        tables = uniq.reshape(len(uniq), -1).cpu().view(torch.uint8).numpy()[:, :(m + 7) // 8]
         return FunctionCounts.merge([FunctionCounts(tables, counts.cpu().numpy().astype(np.int64))])
 
     @staticmethod
@@ -284,8 +292,11 @@ def generator_counts(spec: NetworkSpec, k: int, key: int, device: str, batch: in
 def sample_chunk(spec: NetworkSpec, seed: int, chunk: int, size: int,
                  device: str = "cpu", batch: int = DEFAULT_BATCH) -> FunctionCounts:
     """Counts of the functions computed by chunk ``chunk`` (``size`` networks) of a run: the counter
-    stream and compiled loop on the CPU, ``generator_counts`` on a GPU."""
+    stream and compiled loop on the CPU; on a GPU the same stream in ``engines.fused``'s kernel (the
+    same networks), or ``generator_counts`` for networks the kernel does not take."""
     key = chunk_seed(seed, chunk)
-    if device != "cpu":
-        return generator_counts(spec, size, key, device, batch)
-    return FunctionCounts.from_packed(truth_tables(spec, size, key, batch))
+    if device == "cpu":
+        return FunctionCounts.from_packed(truth_tables(spec, size, key, batch))
+    if fused.unsupported(spec) is None:
+        return FunctionCounts.from_words(fused.cube_words(spec, size, key, device), 2**spec.input_dim)
+    return generator_counts(spec, size, key, device, batch)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from nnbias.engines import fused
 from nnbias.engines.memory import check_fits
 from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
@@ -67,11 +68,13 @@ class SamplingConfig:
         return chunk_count("samples", self.samples, self.chunk_size)
 
     def to_dict(self) -> dict[str, Any]:
-        # on a GPU torch's normal_ fills in blocks, so how draws map to networks depends on the
-        # batch size, and CPU and GPU streams differ: all are part of what a run is.
+        # networks without the fused kernel take torch's normal_ on a GPU, which fills in blocks, so
+        # how draws map to networks depends on the batch size there, and that stream is not the CPU's:
+        # all are part of what a run is.
+        counter = self.device == "cpu" or fused.unsupported(self.spec) is None
         return {"spec": self.spec.to_dict(), "samples": self.samples, "seed": self.seed,
                 "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device,
-                "stream": STREAM if self.device == "cpu" else "torch"}
+                "stream": STREAM if counter else "torch"}
 
 
 def _chunk_task(config: SamplingConfig, chunk: int) -> FunctionCounts:

@@ -1,0 +1,67 @@
+"""The GPU sampler's Triton kernel (engines.fused), run by Triton's interpreter on the CPU: the same
+truth tables as the CPU sampler for the same key, over the networks and priors it takes.
+
+The interpreter is chosen where a kernel is defined, so the variable is set before anything imports
+``engines.fused_kernel`` in this process (only ``fused.cube_words`` imports it, and only these tests
+call it on the CPU).
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from nnbias.engines import fused  # noqa: E402
+from nnbias.engines.sampler import truth_tables  # noqa: E402
+from nnbias.errors import NNBiasError  # noqa: E402
+from nnbias.spec import NetworkSpec  # noqa: E402
+
+pytest.importorskip("triton")
+
+
+def _tables(spec: NetworkSpec, k: int, key: int, first_net: int = 0) -> np.ndarray:
+    words = fused.cube_words(spec, k, key, "cpu", first_net=first_net)
+    return words.numpy().view(np.uint8)[:, :(2**spec.input_dim + 7) // 8]
+
+
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(7, (40, 40), sigma_w=1.5, sigma_b=0.4),  # the papers' network: two row blocks of words
+    NetworkSpec(7, ()),  # a perceptron: the readout straight on the inputs
+    NetworkSpec(3, (5,)),  # 8 inputs in a block of 16 rows, one partly filled word
+    NetworkSpec(8, (20, 30), prior="uniform"),  # two blocks of 128 inputs, hidden layers of two widths
+    NetworkSpec(5, (40,), "sign", encoding="pm1"),
+    NetworkSpec(6, (24, 24, 24), "step", bias=False),
+    NetworkSpec(4, (16,), "linear", prior="uniform", sigma_b=2.0),
+], ids=lambda spec: spec.describe())
+def test_the_kernel_computes_the_cpu_samplers_truth_tables(spec):
+    """Networks 3..34 of a key, each table against ``truth_tables``'s (numba's stream, the compiled
+    CPU loop): a number drawn, placed or scaled differently changes a table (checked below)."""
+    got = _tables(spec, 32, 20261208, first_net=3)
+    want = truth_tables(spec, 35, 20261208)[3:]
+    assert len(np.unique(want, axis=0)) > 3  # the comparison sees different functions
+    assert np.array_equal(got, want), (got != want).any(axis=1).sum()
+
+
+def test_the_kernel_takes_keys_of_all_64_bits_and_another_key_gives_other_networks():
+    spec = NetworkSpec(7, (40, 40))
+    key = 2**63 + 12345  # the top bit travels apart from the rest
+    want = truth_tables(spec, 24, key)
+    assert np.array_equal(_tables(spec, 24, key), want)
+    # without its top bit: other networks (a few may share a frequent function, e.g. a constant)
+    assert (_tables(spec, 24, key - 2**63) != want).any(axis=1).sum() >= 12
+
+
+def test_networks_the_kernel_does_not_take_are_named_and_refused():
+    assert fused.unsupported(NetworkSpec(7, (40, 40))) is None
+    assert "activation 'tanh'" in fused.unsupported(NetworkSpec(7, (40,), "tanh"))
+    assert "wider than 128" in fused.unsupported(NetworkSpec(7, (129,)))
+    assert fused.unsupported(NetworkSpec(7, (128,))) is None
+    with pytest.raises(NNBiasError, match="cannot take the fused sampler: activation 'erf'"):
+        fused.cube_words(NetworkSpec(7, (40,), "erf"), 4, 0, "cpu")
+
+
+def test_without_triton_no_network_takes_the_kernel(monkeypatch):
+    monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
+    assert fused.unsupported(NetworkSpec(7, (40, 40))) == "Triton is not installed"
