@@ -138,6 +138,7 @@ import numpy as np
 from simulated_cuda import simulated_cuda, traffic
 from nnbias.engines.rng import STREAM
 from nnbias.engines.sampler import sample_chunk
+from nnbias.errors import NNBiasError
 from nnbias.experiments.sampling import SamplingConfig
 from nnbias.spec import NetworkSpec
 
@@ -150,6 +151,13 @@ with simulated_cuda():
     out["traffic"] = dict(traffic)
     out["streams"] = [SamplingConfig(s, 100, device="cuda").to_dict()["stream"] == STREAM
                       for s in (spec, NetworkSpec(7, (40, 40), "tanh"))]
+    out["fits"] = []
+    for s in (spec, NetworkSpec(7, (40, 40), "tanh")):  # 2^24 networks in a chunk (80 GiB here)
+        try:
+            SamplingConfig(s, 10**9, chunk_size=2**24, batch=2**24, device="cuda")
+            out["fits"].append(True)
+        except NNBiasError as e:
+            out["fits"].append(str(e))
 cpu = sample_chunk(spec, 4, 1, 96)
 out["same"] = bool(np.array_equal(device.tables, cpu.tables) and np.array_equal(device.counts, cpu.counts))
 out["functions"] = len(cpu.counts)
@@ -162,8 +170,10 @@ def test_the_fused_sampler_on_a_device_counts_the_cpus_networks_and_sends_back_o
     counter stream, computed in the kernel); the kernel's arguments are all on the device (the
     simulation refuses a CPU tensor), the chunk copies nothing to the device and reads back only the
     distinct tables and their counts, after one wait for ``unique``. A sampling run there records the
-    CPU's stream, and torch's for an activation the kernel does not compute."""
+    CPU's stream, and torch's for an activation the kernel does not compute; its memory check counts
+    what each path holds (a chunk's tables, or a batch's parameters and outputs)."""
     got = _simulated(FUSED_SAMPLER)
+    assert got["fits"][0] is True and "16777216 networks of 7-40-40-1 tanh" in got["fits"][1], got
     assert got["same"] and got["functions"] > 20, got
     assert got["traffic"] == {"to host": 2, "syncs": 1}, got
     assert got["streams"] == [True, False], got

@@ -51,11 +51,15 @@ class SamplingConfig:
         object.__setattr__(self, "batch", check_int("batch", self.batch, minimum=1))
         chunk_count("samples", self.samples, self.chunk_size)
         check_device(self.device)
-        # one batch of networks must fit before a run is written (and on a GPU their outputs on every
-        # input, which the compiled CPU loop never holds)
-        per_net = self.spec.n_params + (self.device != "cpu") * 2**self.spec.input_dim * sum(self.spec.hidden)
-        check_fits(min(self.batch, self.chunk_size, self.samples), per_net, torch.float32, self.device,
-                   self.spec.describe())
+        # one batch of networks must fit before a run is written: on a GPU's torch path also their outputs
+        # on every input, which the compiled CPU loop never holds; the fused kernel holds a chunk's tables
+        if self.device != "cpu" and fused.unsupported(self.spec) is None:
+            k, per_net = min(self.chunk_size, self.samples), 2 * -(-2**self.spec.input_dim // 64)
+        else:
+            k = min(self.batch, self.chunk_size, self.samples)
+            outputs = (self.device != "cpu") * 2**self.spec.input_dim * sum(self.spec.hidden)
+            per_net = self.spec.n_params + outputs
+        check_fits(k, per_net, torch.float32, self.device, self.spec.describe())
         # the sampler computes in float32: an output scale near its range (3.4e38) overflows silently
         scale = max(self.spec.sigma_w, 1.0) ** (len(self.spec.hidden) + 1) * max(self.spec.sigma_b, 1.0)
         if scale > FLOAT32_HEADROOM:
