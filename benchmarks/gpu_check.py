@@ -261,6 +261,11 @@ def sampler_speed(device: str, chunk: int, chunks: int) -> str:
     path = ("compiled loop" if device == "cpu" else
             "fused kernel" if fused.unsupported(spec) is None else "torch's forward pass")
     runs = speed(lambda c: sample_chunk(spec, 0, c, chunk, device=device, batch=chunk))
+    if path == "fused kernel":  # which warps per network are fastest (benchmarks/fused_kernel_registers.py)
+        runs += "; by warps per network: " + ", ".join(
+            f"{warps}: " + speed(lambda c, w=warps: FunctionCounts.from_words(
+                fused.cube_words(spec, chunk, c, device, num_warps=w), 128)).split(",")[0]
+            for warps in (4, 8, 16))
     batched = speed(lambda c: generator_counts(spec, chunk, c, device, chunk))
     generator = torch.Generator(device=device).manual_seed(0)
     nets = FoldedNets.draw(spec, chunk, 0, device=device, generator=generator)  # allocates its matrices

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,9 +30,13 @@ from nnbias.errors import NNBiasError
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import encoding_levels
 
-# widest padded hidden layer a program holds (a 128 x 128 float32 tile is already 64 KB of registers);
-# wider networks take torch's batched forward pass, whose products are large enough to be efficient
-MAX_PADDED_WIDTH = 128
+# The kernel's registers, compiled ahead of time for an H100 (sm_90, ptxas of Triton 3.9; no GPU needed:
+# benchmarks/fused_kernel_registers.py): a 7-40-40-1 network (tiles of 64) in 4 warps needs 255
+# registers and spills 2.5 KB a thread, in 8 warps 217 and none; tiles of 32 need 211 in 4 warps, none
+# spilled; tiles of 128 spill 48 KB a thread in 8 warps and 6.6 KB in 16. So hidden layers up to 64
+# wide take the kernel, in 8 warps (4 for tiles of 32 or less); wider ones take torch's batched pass,
+# whose products are large enough to be efficient there.
+MAX_PADDED_WIDTH = 64
 _ROWS = 128  # cube inputs per block of a program
 
 
@@ -45,30 +53,68 @@ def unsupported(spec: NetworkSpec) -> str | None:
     return None
 
 
-def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, first_net: int = 0
-               ) -> torch.Tensor:
+def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, first_net: int = 0,
+               num_warps: int | None = None) -> torch.Tensor:
     """Truth tables (k, ceil(2^n / 64)) int64 of networks first_net .. first_net + k - 1 of the counter
     stream ``key`` (those of ``sampler.truth_tables``) on all 2^n inputs, on ``device``: each row the
     bytes of ``np.packbits`` of the network's signs, padded to whole 8-byte words (what
-    ``FunctionCounts.from_words`` counts)."""
+    ``FunctionCounts.from_words`` counts). ``num_warps``: the kernel's warps per network (default:
+    the fewest that spill no registers, above). Multiplies and adds fuse, as in the CPU's compiled
+    stream (and as Triton's default, which 3.10 changes)."""
+    from nnbias.engines.fused_kernel import cube_kernel
+
+    layers, scales, pairs = _layer_tables(spec, torch.device(device))
+    constants, warps = launch_constants(spec, num_warps)
+    words = torch.empty(k, constants["WORDS"], dtype=torch.int64, device=device)
+    if k:
+        lo, hi = encoding_levels(spec.encoding)
+        cube_kernel[(k,)](words, layers, scales, key % 2**63, key >> 63 & 1, first_net, pairs,
+                          spec.input_dim, lo, hi, **constants, num_warps=warps, enable_fp_fusion=True)
+    return words
+
+
+def launch_constants(spec: NetworkSpec, num_warps: int | None = None) -> tuple[dict[str, int | bool], int]:
+    """The kernel's compile-time constants for ``spec`` and its warps per network (refusing a network
+    the kernel does not take)."""
     reason = unsupported(spec)
     if reason:
         raise NNBiasError(f"{spec.describe()} cannot take the fused sampler: {reason}")
     n = spec.input_dim
-    layers, scales, pairs = _layer_tables(spec, torch.device(device))
-    words = torch.empty(k, -(-2**n // 64), dtype=torch.int64, device=device)
-    if k:
-        lo, hi = encoding_levels(spec.encoding)
-        from nnbias.engines.fused_kernel import cube_kernel
+    rows = min(_ROWS, max(16, 2**n))
+    hidden = _padded(max(spec.hidden, default=1))
+    constants = {"DEPTH": len(spec.layer_sizes), "IN_PAD": _padded(n), "HID_PAD": hidden, "ROWS": rows,
+                 "ROW_WORDS": max(1, rows // 64), "WORDS": -(-2**n // 64),
+                 "GAUSSIAN": spec.prior == "gaussian", "BIAS": spec.bias,
+                 "ACTIVATION": FUSED_ACTIVATIONS.index(spec.activation)}
+    return constants, num_warps or (4 if hidden <= 32 else 8)
 
-        rows = min(_ROWS, max(16, 2**n))
-        cube_kernel[(k,)](words, layers, scales, key % 2**63, key >> 63 & 1, first_net, pairs, n, lo, hi,
-                           DEPTH=len(spec.layer_sizes), IN_PAD=_padded(n),
-                           HID_PAD=_padded(max(spec.hidden, default=1)), ROWS=rows,
-                           ROW_WORDS=max(1, rows // 64), WORDS=words.shape[1],
-                           GAUSSIAN=spec.prior == "gaussian", BIAS=spec.bias,
-                           ACTIVATION=FUSED_ACTIVATIONS.index(spec.activation), num_warps=4)
-    return words
+
+def compiled_registers(spec: NetworkSpec, num_warps: int | None = None, arch: int = 90) -> dict[str, int]:
+    """Registers per thread, bytes of registers spilled per thread and shared memory of the kernel for
+    ``spec``, compiled ahead of time for CUDA architecture ``arch`` (90: H100, H200) by Triton and the
+    ptxas it ships: no GPU needed. Not in Triton's interpreter (TRITON_INTERPRET unset)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    from nnbias.engines.fused_kernel import cube_kernel
+
+    constants, warps = launch_constants(spec, num_warps)
+    types = {"words": "*i64", "layers": "*i64", "scales": "*fp32", "key_low": "i64", "key_top": "i64",
+             "first_net": "i64", "pairs": "i64", "n": "i32", "lo": "fp32", "hi": "fp32"}
+    source = ASTSource(cube_kernel, {**types, **dict.fromkeys(constants, "constexpr")},
+                       {(cube_kernel.arg_names.index(name),): value for name, value in constants.items()})
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": warps, "enable_fp_fusion": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(kernel.asm["ptx"])
+        report = subprocess.run([get_ptxas(arch).path, f"-arch=sm_{arch}a", "-v", str(ptx), "-o",
+                                 str(Path(tmp) / "kernel.cubin")], capture_output=True, text=True, check=True)
+    return {"warps": warps, "registers": int(re.search(r"Used (\d+) registers", report.stderr)[1]),
+            "spilled": int(re.search(r"(\d+) bytes spill stores", report.stderr)[1]),
+            "shared": int(kernel.metadata.shared)}
 
 
 def _padded(width: int) -> int:
