@@ -18,7 +18,7 @@ time (subset sums for the first layer, BLAS for the hidden products, signs
 straight to bits for the readout). A GPU runs ``engines.fused``'s Triton
 kernel, which computes the same stream's numbers on the chip, so it samples the
 same networks; networks that kernel does not take (other activations, hidden
-layers wider than 128, no Triton), and activations the CPU loop does not
+layers wider than 64, no Triton), and activations the CPU loop does not
 compute, take torch's batched forward pass. On a GPU the tables are counted
 there too (``FunctionCounts.from_words``), so only the distinct ones cross to
 the host.
