@@ -261,7 +261,7 @@ def sampler_speed(device: str, chunk: int, chunks: int) -> str:
     path = ("compiled loop" if device == "cpu" else
             "fused kernel" if fused.unsupported(spec) is None else "torch's forward pass")
     runs = speed(lambda c: sample_chunk(spec, 0, c, chunk, device=device, batch=chunk))
-    if path == "fused kernel":  # which warps per network are fastest (benchmarks/fused_kernel_registers.py)
+    if path == "fused kernel":  # which warps per network are fastest (benchmarks/fused_kernel_compiled.py)
         runs += "; by warps per network: " + ", ".join(
             f"{warps}: " + speed(lambda c, w=warps: FunctionCounts.from_words(
                 fused.cube_words(spec, chunk, c, device, num_warps=w), 128)).split(",")[0]

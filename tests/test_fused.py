@@ -69,9 +69,9 @@ def test_without_triton_no_network_takes_the_kernel(monkeypatch):
 
 COMPILED = """
 import json
-from nnbias.engines.fused import compiled_registers
+from nnbias.engines.fused import compiled_kernel
 from nnbias.spec import NetworkSpec
-print(json.dumps([compiled_registers(NetworkSpec(7, (40, 40))), compiled_registers(NetworkSpec(7, ()))]))
+print(json.dumps([compiled_kernel(NetworkSpec(7, (40, 40))), compiled_kernel(NetworkSpec(7, ()))]))
 """
 
 

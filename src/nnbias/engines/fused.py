@@ -31,7 +31,7 @@ from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import encoding_levels
 
 # The kernel's registers, compiled ahead of time for an H100 (sm_90, ptxas of Triton 3.9; no GPU needed:
-# benchmarks/fused_kernel_registers.py): a 7-40-40-1 network (tiles of 64) in 4 warps needs 255
+# benchmarks/fused_kernel_compiled.py): a 7-40-40-1 network (tiles of 64) in 4 warps needs 255
 # registers and spills 2.5 KB a thread, in 8 warps 217 and none; tiles of 32 need 211 in 4 warps, none
 # spilled; tiles of 128 spill 48 KB a thread in 8 warps and 6.6 KB in 16. So hidden layers up to 64
 # wide take the kernel, in 8 warps (4 for tiles of 32 or less); wider ones take torch's batched pass,
@@ -89,10 +89,12 @@ def launch_constants(spec: NetworkSpec, num_warps: int | None = None) -> tuple[d
     return constants, num_warps or (4 if hidden <= 32 else 8)
 
 
-def compiled_registers(spec: NetworkSpec, num_warps: int | None = None, arch: int = 90) -> dict[str, int]:
-    """Registers per thread, bytes of registers spilled per thread and shared memory of the kernel for
-    ``spec``, compiled ahead of time for CUDA architecture ``arch`` (90: H100, H200) by Triton and the
-    ptxas it ships: no GPU needed. Not in Triton's interpreter (TRITON_INTERPRET unset)."""
+def compiled_kernel(spec: NetworkSpec, num_warps: int | None = None, arch: int = 90) -> dict[str, int]:
+    """The kernel for ``spec`` compiled ahead of time for CUDA architecture ``arch`` (90: H100, H200) by
+    Triton and the ptxas it ships, no GPU needed: warps per network, registers and bytes of registers
+    spilled per thread, shared memory, and machine instructions (SASS) per thread, counted in the
+    binary: at n <= 7 a program runs each once (its one loop, over blocks of inputs, runs once), which
+    bounds its speed at full issue. Not in Triton's interpreter (TRITON_INTERPRET unset)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
@@ -107,14 +109,18 @@ def compiled_registers(spec: NetworkSpec, num_warps: int | None = None, arch: in
                        {(cube_kernel.arg_names.index(name),): value for name, value in constants.items()})
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": warps, "enable_fp_fusion": True})
+    ptxas = Path(get_ptxas(arch).path)
     with tempfile.TemporaryDirectory() as tmp:
-        ptx = Path(tmp) / "kernel.ptx"
+        ptx, cubin = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
         ptx.write_text(kernel.asm["ptx"])
-        report = subprocess.run([get_ptxas(arch).path, f"-arch=sm_{arch}a", "-v", str(ptx), "-o",
-                                 str(Path(tmp) / "kernel.cubin")], capture_output=True, text=True, check=True)
-    return {"warps": warps, "registers": int(re.search(r"Used (\d+) registers", report.stderr)[1]),
-            "spilled": int(re.search(r"(\d+) bytes spill stores", report.stderr)[1]),
-            "shared": int(kernel.metadata.shared)}
+        report = subprocess.run([str(ptxas), f"-arch=sm_{arch}a", "-v", str(ptx), "-o", str(cubin)],
+                                capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([str(ptxas.with_name("cuobjdump")), "-sass", str(cubin)], capture_output=True,
+                              text=True, check=True).stdout
+    return {"warps": warps, "registers": int(re.search(r"Used (\d+) registers", report)[1]),
+            "spilled": int(re.search(r"(\d+) bytes spill stores", report)[1]),
+            "shared": int(kernel.metadata.shared),
+            "instructions": len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s", sass, re.MULTILINE))}
 
 
 def _padded(width: int) -> int:
