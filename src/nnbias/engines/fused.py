@@ -30,12 +30,13 @@ from nnbias.errors import NNBiasError
 from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import encoding_levels
 
-# The kernel's registers, compiled ahead of time for an H100 (sm_90, ptxas of Triton 3.9; no GPU needed:
-# benchmarks/fused_kernel_compiled.py): a 7-40-40-1 network (tiles of 64) in 4 warps needs 255
-# registers and spills 2.5 KB a thread, in 8 warps 217 and none; tiles of 32 need 211 in 4 warps, none
-# spilled; tiles of 128 spill 48 KB a thread in 8 warps and 6.6 KB in 16. So hidden layers up to 64
-# wide take the kernel, in 8 warps (4 for tiles of 32 or less); wider ones take torch's batched pass,
-# whose products are large enough to be efficient there.
+# The kernel compiled ahead of time for an H100 (sm_90, Triton 3.9 and its ptxas; no GPU needed:
+# benchmarks/fused_kernel_compiled.py). A 7-40-40-1 network (tiles of 64) in 8 warps: 255 registers,
+# 48 bytes spilled a thread, 40,384 warp instructions, which bounds it at 19 % of the FFMA peak at full
+# issue; in 4 warps it spills 14 KB, in 16 it issues 52,096. A 7-64-1 network (no 64 x 64 product) and
+# tiles of 32 are best in 4 warps, spilling nothing. Tiles of 128 spilled 6.6 KB a thread in 16 warps
+# and 48 KB in 8, so hidden layers wider than 64 take torch's batched pass, whose products are large
+# enough to be efficient there.
 MAX_PADDED_WIDTH = 64
 _ROWS = 128  # cube inputs per block of a program
 
@@ -59,7 +60,7 @@ def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, 
     stream ``key`` (those of ``sampler.truth_tables``) on all 2^n inputs, on ``device``: each row the
     bytes of ``np.packbits`` of the network's signs, padded to whole 8-byte words (what
     ``FunctionCounts.from_words`` counts). ``num_warps``: the kernel's warps per network (default:
-    the fewest that spill no registers, above). Multiplies and adds fuse, as in the CPU's compiled
+    those of the fewest instructions, above). Multiplies and adds fuse, as in the CPU's compiled
     stream (and as Triton's default, which 3.10 changes)."""
     from nnbias.engines.fused_kernel import cube_kernel
 
@@ -82,11 +83,16 @@ def launch_constants(spec: NetworkSpec, num_warps: int | None = None) -> tuple[d
     n = spec.input_dim
     rows = min(_ROWS, max(16, 2**n))
     hidden = _padded(max(spec.hidden, default=1))
+    from nnbias.engines.sampler import folded_layers  # the sampler imports this module
+
+    pairs = [_padded(-(-layer.rows * layer.cols // 2)) for layer in folded_layers(spec)[0]]
     constants = {"DEPTH": len(spec.layer_sizes), "IN_PAD": _padded(n), "HID_PAD": hidden, "ROWS": rows,
                  "ROW_WORDS": max(1, rows // 64), "WORDS": -(-2**n // 64),
+                 # tiles of each layer's pairs of the stream: the first, the hidden ones', the readout's
+                 "IN_PAIRS": pairs[0], "HID_PAIRS": max(pairs[1:-1], default=16), "OUT_PAIRS": pairs[-1],
                  "GAUSSIAN": spec.prior == "gaussian", "BIAS": spec.bias,
                  "ACTIVATION": FUSED_ACTIVATIONS.index(spec.activation)}
-    return constants, num_warps or (4 if hidden <= 32 else 8)
+    return constants, num_warps or (8 if hidden == 64 and len(spec.hidden) > 1 else 4)
 
 
 def compiled_kernel(spec: NetworkSpec, num_warps: int | None = None, arch: int = 90) -> dict[str, int]:
