@@ -19,7 +19,8 @@ from nnbias.engines.fused import compiled_kernel  # noqa: E402
 from nnbias.spec import NetworkSpec  # noqa: E402
 
 SHAPES = [NetworkSpec(7, ()), NetworkSpec(7, (20, 20)), NetworkSpec(7, (40, 40)),
-          NetworkSpec(7, (40, 40), prior="uniform"), NetworkSpec(7, (64,)), NetworkSpec(7, (40,) * 4)]
+          NetworkSpec(7, (40, 40), prior="uniform"), NetworkSpec(7, (64,)), NetworkSpec(7, (64, 64)),
+          NetworkSpec(7, (40,) * 4)]
 
 if __name__ == "__main__":
     print(f"{'network':48s} warps  registers  spilled (B)  shared (B)  warp instr./net  bound  (* default)")

@@ -27,12 +27,13 @@ def _tables(spec: NetworkSpec, k: int, key: int, first_net: int = 0) -> np.ndarr
 
 
 @pytest.mark.parametrize("spec", [
-    NetworkSpec(7, (40, 40), sigma_w=1.5, sigma_b=0.4),  # the papers' network: two row blocks of words
+    NetworkSpec(7, (40, 40), sigma_w=1.5, sigma_b=0.4),  # the papers' network: units in tiles of 32 + 16
     NetworkSpec(7, ()),  # a perceptron: the readout straight on the inputs
     NetworkSpec(3, (5,)),  # 8 inputs in a block of 16 rows, one partly filled word
-    NetworkSpec(8, (20, 30), prior="uniform"),  # two blocks of 128 inputs, hidden layers of two widths
+    NetworkSpec(8, (20, 40), prior="uniform"),  # two blocks of 128 inputs, hidden layers of two widths
     NetworkSpec(5, (40,), "sign", encoding="pm1"),
-    NetworkSpec(6, (24, 24, 24), "step", bias=False),
+    NetworkSpec(6, (36, 24, 36), "step", bias=False),
+    NetworkSpec(6, (64, 64), sigma_b=0.1),  # one tile of 64
     NetworkSpec(4, (16,), "linear", prior="uniform", sigma_b=2.0),
 ], ids=lambda spec: spec.describe())
 def test_the_kernel_computes_the_cpu_samplers_truth_tables(spec):
@@ -79,9 +80,9 @@ def test_the_kernel_compiles_for_an_h100_in_registers_and_few_instructions():
     """What the interpreter cannot show: Triton compiles the kernel for sm_90 (its types, its unrolled
     layers, its gathers), ptxas keeps the papers' network in registers at the default warps (at most 16
     spilled; the first version spilled 2.5 KB a thread in 4 warps), and it issues few enough
-    instructions to reach 18 % of the FFMA peak at full issue (the first version, one hash and one
-    logarithm per number, not per pair, on padded tiles: 12.5 %). In a fresh process: this module's
-    kernels are the interpreter's."""
+    instructions to reach 27 % of the FFMA peak at full issue (the first version, one hash and one
+    logarithm per number, not per pair, on tiles of 64: 12.5 %; per pair: 19 %; in tiles of 32 + 16:
+    28.5 %). In a fresh process: this module's kernels are the interpreter's."""
     import json
     import subprocess
     import sys
@@ -93,7 +94,7 @@ def test_the_kernel_compiles_for_an_h100_in_registers_and_few_instructions():
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     papers, perceptron = json.loads(r.stdout.splitlines()[-1])
-    assert papers["warps"] == 8 and papers["spilled"] <= 64 and papers["shared"] > 0, papers
+    assert papers["warps"] == 4 and papers["spilled"] <= 64 and papers["shared"] > 0, papers
     useful = 128 * (7 * 40 + 40 * 40 + 40) / 32  # FFMA warp instructions of the products
-    assert useful / (papers["instructions"] * papers["warps"]) >= 0.18, papers
+    assert useful / (papers["instructions"] * papers["warps"]) >= 0.27, papers
     assert perceptron["spilled"] == 0, perceptron

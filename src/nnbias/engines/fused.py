@@ -31,12 +31,12 @@ from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import encoding_levels
 
 # The kernel compiled ahead of time for an H100 (sm_90, Triton 3.9 and its ptxas; no GPU needed:
-# benchmarks/fused_kernel_compiled.py). A 7-40-40-1 network (tiles of 64) in 8 warps: 255 registers,
-# 48 bytes spilled a thread, 40,384 warp instructions, which bounds it at 19 % of the FFMA peak at full
-# issue; in 4 warps it spills 14 KB, in 16 it issues 52,096. A 7-64-1 network (no 64 x 64 product) and
-# tiles of 32 are best in 4 warps, spilling nothing. Tiles of 128 spilled 6.6 KB a thread in 16 warps
-# and 48 KB in 8, so hidden layers wider than 64 take torch's batched pass, whose products are large
-# enough to be efficient there.
+# benchmarks/fused_kernel_compiled.py). A 7-40-40-1 network (units in tiles of 32 + 16) in 4 warps: 255
+# registers, 12 bytes spilled a thread, 26,976 warp instructions, which bounds it at 28.5 % of the FFMA
+# peak at full issue; in 8 warps 31,616 (one tile of 64: 40,384 in 8 warps, 19 %). Two 64-unit layers
+# are best in 8 warps (33 %; 4 spill 18 KB a thread), everything else in 4. Tiles of 128 spilled 6.6 KB
+# a thread in 16 warps and 48 KB in 8, so hidden layers wider than 64 take torch's batched pass, whose
+# products are large enough to be efficient there.
 MAX_PADDED_WIDTH = 64
 _ROWS = 128  # cube inputs per block of a program
 
@@ -77,22 +77,22 @@ def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, 
 def launch_constants(spec: NetworkSpec, num_warps: int | None = None) -> tuple[dict[str, int | bool], int]:
     """The kernel's compile-time constants for ``spec`` and its warps per network (refusing a network
     the kernel does not take)."""
+    from nnbias.engines.sampler import folded_layers  # the sampler imports this module
+
     reason = unsupported(spec)
     if reason:
         raise NNBiasError(f"{spec.describe()} cannot take the fused sampler: {reason}")
     n = spec.input_dim
     rows = min(_ROWS, max(16, 2**n))
-    hidden = _padded(max(spec.hidden, default=1))
-    from nnbias.engines.sampler import folded_layers  # the sampler imports this module
-
+    first, rest = _blocks(max(spec.hidden, default=1))
     pairs = [_padded(-(-layer.rows * layer.cols // 2)) for layer in folded_layers(spec)[0]]
-    constants = {"DEPTH": len(spec.layer_sizes), "IN_PAD": _padded(n), "HID_PAD": hidden, "ROWS": rows,
+    constants = {"DEPTH": len(spec.layer_sizes), "IN_PAD": _padded(n), "HA": first, "HB": rest, "ROWS": rows,
                  "ROW_WORDS": max(1, rows // 64), "WORDS": -(-2**n // 64),
                  # tiles of each layer's pairs of the stream: the first, the hidden ones', the readout's
                  "IN_PAIRS": pairs[0], "HID_PAIRS": max(pairs[1:-1], default=16), "OUT_PAIRS": pairs[-1],
                  "GAUSSIAN": spec.prior == "gaussian", "BIAS": spec.bias,
                  "ACTIVATION": FUSED_ACTIVATIONS.index(spec.activation)}
-    return constants, num_warps or (8 if hidden == 64 and len(spec.hidden) > 1 else 4)
+    return constants, num_warps or (8 if first == 64 and len(spec.hidden) > 1 else 4)
 
 
 def compiled_kernel(spec: NetworkSpec, num_warps: int | None = None, arch: int = 90) -> dict[str, int]:
@@ -127,6 +127,14 @@ def compiled_kernel(spec: NetworkSpec, num_warps: int | None = None, arch: int =
             "spilled": int(re.search(r"(\d+) bytes spill stores", report)[1]),
             "shared": int(kernel.metadata.shared),
             "instructions": len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s", sass, re.MULTILINE))}
+
+
+def _blocks(width: int) -> tuple[int, int]:
+    """Tile sides (a, b) that hold ``width`` units, b = 0 for one tile: 40 units in 32 + 16 (a product of
+    two such layers 1.8x smaller than in one tile of 64), 20 in one of 32."""
+    first = max(16, 1 << (width.bit_length() - 1))
+    rest = _padded(width - first) if width > first else 0
+    return (first, rest) if first + rest < _padded(width) else (_padded(width), 0)
 
 
 def _padded(width: int) -> int:

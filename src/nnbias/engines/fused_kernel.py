@@ -81,47 +81,36 @@ def _place(numbers, p, size):
 
 
 @triton.jit
-def _layer(key, net_first, layers, scales, index: tl.constexpr, IN: tl.constexpr, OUT: tl.constexpr,
-           PAIRS: tl.constexpr, GAUSSIAN: tl.constexpr, BIAS: tl.constexpr):
-    """Layer ``index``'s weights, transposed to an (IN, OUT) tile, and its biases (OUT,), zero
-    outside the layer: position (r, c) of the folded row-major (rows, cols) matrix holds weight
-    (r, c) for c < fan_in and the bias of unit r at c = fan_in. PAIRS covers the row's pairs."""
-    fan_in = tl.load(layers + index * 5)
-    fan_out = tl.load(layers + index * 5 + 1)
-    cols = tl.load(layers + index * 5 + 2).to(tl.int32)
-    size = tl.load(layers + index * 5 + 3).to(tl.int32)
+def _layer_row(key, net_first, layers, index: tl.constexpr, PAIRS: tl.constexpr, GAUSSIAN: tl.constexpr):
+    """Layer ``index``'s numbers (``_row``; PAIRS covers its row's pairs) and where they go: the row's
+    size, the folded matrix's columns, the layer's fan-in and fan-out."""
     numbers = _row(key, net_first + tl.load(layers + index * 5 + 4), PAIRS, GAUSSIAN)
-    c = tl.arange(0, IN)[:, None]
-    r = tl.arange(0, OUT)[None, :]
-    inside = (c < fan_in) & (r < fan_out)
-    weights = tl.where(inside, _place(numbers, tl.where(inside, r * cols + c, 0), size)
-                       * tl.load(scales + 2 * index), 0.0)
-    units = tl.arange(0, OUT)
-    biases = tl.zeros((OUT,), tl.float32)
-    if BIAS:
-        at_bias = tl.where(units < fan_out, units * cols + fan_in, 0)
-        biases = tl.where(units < fan_out, _place(numbers, at_bias, size) * tl.load(scales + 2 * index + 1),
-                          0.0)
-    return weights, biases
+    size = tl.load(layers + index * 5 + 3).to(tl.int32)
+    cols = tl.load(layers + index * 5 + 2).to(tl.int32)
+    return numbers, size, cols, tl.load(layers + index * 5), tl.load(layers + index * 5 + 1)
 
 
 @triton.jit
-def _readout(key, net_first, layers, scales, index: tl.constexpr, IN: tl.constexpr, PAIRS: tl.constexpr,
-             GAUSSIAN: tl.constexpr, BIAS: tl.constexpr):
-    """The one-unit layer ``index``: its weights (IN,), zero outside the layer, and its bias (a row of
-    the stream: weight c at position c, the bias at position fan_in)."""
-    fan_in = tl.load(layers + index * 5)
-    size = tl.load(layers + index * 5 + 3).to(tl.int32)
-    numbers = _row(key, net_first + tl.load(layers + index * 5 + 4), PAIRS, GAUSSIAN)
-    c = tl.arange(0, IN)
-    weights = tl.where(c < fan_in, _place(numbers, tl.where(c < fan_in, c, 0), size)
-                       * tl.load(scales + 2 * index), 0.0)
-    bias = tl.full((), 0.0, tl.float32)
+def _weights(numbers, size, cols, fan_in, fan_out, scale, C0: tl.constexpr, CN: tl.constexpr,
+             R0: tl.constexpr, RN: tl.constexpr):
+    """Inputs C0 .. C0 + CN - 1 by units R0 .. R0 + RN - 1 of a layer's weights, transposed, zero outside
+    the layer: position (r, c) of the folded row-major (rows, cols) matrix holds weight (r, c)."""
+    c = C0 + tl.arange(0, CN)[:, None]
+    r = R0 + tl.arange(0, RN)[None, :]
+    inside = (c < fan_in) & (r < fan_out)
+    return tl.where(inside, _place(numbers, tl.where(inside, r * cols + c, 0), size) * scale, 0.0)
+
+
+@triton.jit
+def _biases(numbers, size, cols, fan_in, fan_out, scale, R0: tl.constexpr, RN: tl.constexpr,
+            BIAS: tl.constexpr):
+    """The biases of units R0 .. R0 + RN - 1 (at c = fan_in of their rows), zero outside the layer."""
+    r = R0 + tl.arange(0, RN)
+    biases = tl.zeros((RN,), tl.float32)
     if BIAS:
-        at_bias = tl.where(c == 0, fan_in, 0).to(tl.int32)
-        bias = tl.sum(tl.where(c == 0, _place(numbers, at_bias, size), 0.0), axis=0)
-        bias = bias * tl.load(scales + 2 * index + 1)
-    return weights, bias
+        at = tl.where(r < fan_out, r * cols + fan_in, 0)
+        biases = tl.where(r < fan_out, _place(numbers, at, size) * scale, 0.0)
+    return biases
 
 
 @triton.jit
@@ -139,8 +128,8 @@ def _act(z, ACTIVATION: tl.constexpr):
 # a key and a first network differ from call to call: one compiled kernel for all of them
 @triton.jit(do_not_specialize=["key_low", "key_top", "first_net"])
 def cube_kernel(words, layers, scales, key_low, key_top, first_net, pairs, n, lo, hi,
-                 DEPTH: tl.constexpr, IN_PAD: tl.constexpr, HID_PAD: tl.constexpr, ROWS: tl.constexpr,
-                 ROW_WORDS: tl.constexpr, WORDS: tl.constexpr, IN_PAIRS: tl.constexpr,
+                 DEPTH: tl.constexpr, IN_PAD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
+                 ROWS: tl.constexpr, ROW_WORDS: tl.constexpr, WORDS: tl.constexpr, IN_PAIRS: tl.constexpr,
                  HID_PAIRS: tl.constexpr, OUT_PAIRS: tl.constexpr, GAUSSIAN: tl.constexpr,
                  BIAS: tl.constexpr, ACTIVATION: tl.constexpr):
     """One network (program) on all 2^n inputs, ROWS at a time; its truth table to ``words``."""
@@ -153,20 +142,52 @@ def cube_kernel(words, layers, scales, key_low, key_top, first_net, pairs, n, lo
         shift = tl.where(coord < n, n - 1 - coord, 0)
         bit = ((index[:, None] >> shift) & 1).to(tl.float32)
         x = tl.where(coord < n, lo + (hi - lo) * bit, 0.0)  # hypercube's order: coordinate 0 highest
-        # each layer's tiles under their own names: the unrolled layers do not reuse one of another shape
+        # hidden units in two blocks of HA and HB (a 40-unit layer in 32 + 16: 2304 products per input in
+        # a 40 x 40 layer instead of the 4096 of one 64-wide tile); HB = 0: one block
         if DEPTH == 1:
-            w_out, b_out = _readout(key, net_first, layers, scales, 0, IN_PAD, OUT_PAIRS, GAUSSIAN, BIAS)
-            out = tl.sum(x * w_out[None, :], axis=1) + b_out
+            numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, 0, OUT_PAIRS, GAUSSIAN)
+            w = _weights(numbers, size, cols, fan_in, fan_out, tl.load(scales), 0, IN_PAD, 0, 1)
+            out = tl.sum(x * tl.reshape(w, (IN_PAD,))[None, :], axis=1) + tl.sum(
+                _biases(numbers, size, cols, fan_in, fan_out, tl.load(scales + 1), 0, 1, BIAS), axis=0)
         else:
-            w_in, b_in = _layer(key, net_first, layers, scales, 0, IN_PAD, HID_PAD, IN_PAIRS, GAUSSIAN, BIAS)
-            h = _act(tl.dot(x, w_in, input_precision="ieee") + b_in[None, :], ACTIVATION)
-            for layer in tl.static_range(1, DEPTH - 1):  # exact float32 products ("ieee", not TF32)
-                w_hid, b_hid = _layer(key, net_first, layers, scales, layer, HID_PAD, HID_PAD, HID_PAIRS,
-                                      GAUSSIAN, BIAS)
-                h = _act(tl.dot(h, w_hid, input_precision="ieee") + b_hid[None, :], ACTIVATION)
-            w_out, b_out = _readout(key, net_first, layers, scales, DEPTH - 1, HID_PAD, OUT_PAIRS, GAUSSIAN,
-                                    BIAS)
-            out = tl.sum(h * w_out[None, :], axis=1) + b_out
+            numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, 0, IN_PAIRS, GAUSSIAN)
+            w_scale, b_scale = tl.load(scales), tl.load(scales + 1)
+            z_a = tl.dot(x, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, IN_PAD, 0, HA),
+                         input_precision="ieee")  # exact float32 products ("ieee", not TF32)
+            h_a = _act(z_a + _biases(numbers, size, cols, fan_in, fan_out, b_scale, 0, HA, BIAS)[None, :],
+                       ACTIVATION)
+            if HB > 0:
+                z_b = tl.dot(x, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, IN_PAD, HA, HB),
+                             input_precision="ieee")
+                z_b += _biases(numbers, size, cols, fan_in, fan_out, b_scale, HA, HB, BIAS)[None, :]
+                h_b = _act(z_b, ACTIVATION)
+            for layer in tl.static_range(1, DEPTH - 1):
+                numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, layer, HID_PAIRS,
+                                                                  GAUSSIAN)
+                w_scale, b_scale = tl.load(scales + 2 * layer), tl.load(scales + 2 * layer + 1)
+                z_a = tl.dot(h_a, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, HA, 0, HA),
+                             input_precision="ieee")
+                z_a += _biases(numbers, size, cols, fan_in, fan_out, b_scale, 0, HA, BIAS)[None, :]
+                if HB > 0:
+                    z_a = tl.dot(h_b, _weights(numbers, size, cols, fan_in, fan_out, w_scale, HA, HB, 0, HA),
+                                 acc=z_a, input_precision="ieee")
+                    z_b = tl.dot(h_a, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, HA, HA, HB),
+                                 input_precision="ieee")
+                    z_b = tl.dot(h_b, _weights(numbers, size, cols, fan_in, fan_out, w_scale, HA, HB, HA, HB),
+                                 acc=z_b, input_precision="ieee")
+                    z_b += _biases(numbers, size, cols, fan_in, fan_out, b_scale, HA, HB, BIAS)[None, :]
+                    h_b = _act(z_b, ACTIVATION)
+                h_a = _act(z_a, ACTIVATION)
+            numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, DEPTH - 1, OUT_PAIRS,
+                                                              GAUSSIAN)
+            w_scale = tl.load(scales + 2 * (DEPTH - 1))
+            w = tl.reshape(_weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, HA, 0, 1), (HA,))
+            b_scale = tl.load(scales + 2 * DEPTH - 1)
+            out = tl.sum(h_a * w[None, :], axis=1) + tl.sum(
+                _biases(numbers, size, cols, fan_in, fan_out, b_scale, 0, 1, BIAS), axis=0)
+            if HB > 0:
+                w = tl.reshape(_weights(numbers, size, cols, fan_in, fan_out, w_scale, HA, HB, 0, 1), (HB,))
+                out += tl.sum(h_b * w[None, :], axis=1)
         # np.packbits's bit order (first input in a byte's highest bit), bytes little-endian in a word
         place = (8 * ((index % 64) // 8) + 7 - index % 8).to(tl.int64)
         bits = tl.where((out > 0) & (index < (1 << n)), tl.full((ROWS,), 1, tl.int64) << place, 0)
