@@ -76,13 +76,14 @@ print(json.dumps([compiled_kernel(NetworkSpec(7, (40, 40))), compiled_kernel(Net
 """
 
 
-def test_the_kernel_compiles_for_an_h100_in_registers_and_few_instructions():
+def test_the_kernel_compiles_for_an_h100_in_registers_and_few_enough_instructions():
     """What the interpreter cannot show: Triton compiles the kernel for sm_90 (its types, its unrolled
     layers, its gathers), ptxas keeps the papers' network in registers at the default warps (at most 16
     spilled; the first version spilled 2.5 KB a thread in 4 warps), and it issues few enough
-    instructions to reach 27 % of the FFMA peak at full issue (the first version, one hash and one
-    logarithm per number, not per pair, on tiles of 64: 12.5 %; per pair: 19 %; in tiles of 32 + 16:
-    28.5 %). In a fresh process: this module's kernels are the interpreter's."""
+    instructions to reach the 30 % of the FFMA peak the GPU sampler aims at, at full issue (the first
+    version, one hash and one logarithm per number, not per pair, on tiles of 64: 12.5 %; per pair:
+    19 %; in tiles of 32 + 16: 28.5 %; the first layer by input, not a product padded to 16 inputs:
+    33.5 %). In a fresh process: this module's kernels are the interpreter's."""
     import json
     import subprocess
     import sys
@@ -96,5 +97,5 @@ def test_the_kernel_compiles_for_an_h100_in_registers_and_few_instructions():
     papers, perceptron = json.loads(r.stdout.splitlines()[-1])
     assert papers["warps"] == 4 and papers["spilled"] <= 64 and papers["shared"] > 0, papers
     useful = 128 * (7 * 40 + 40 * 40 + 40) / 32  # FFMA warp instructions of the products
-    assert useful / (papers["instructions"] * papers["warps"]) >= 0.27, papers
+    assert useful / (papers["instructions"] * papers["warps"]) >= 0.30, papers
     assert perceptron["spilled"] == 0, perceptron

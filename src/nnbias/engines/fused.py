@@ -31,12 +31,11 @@ from nnbias.spec import NetworkSpec
 from nnbias.tasks.boolean import encoding_levels
 
 # The kernel compiled ahead of time for an H100 (sm_90, Triton 3.9 and its ptxas; no GPU needed:
-# benchmarks/fused_kernel_compiled.py). A 7-40-40-1 network (units in tiles of 32 + 16) in 4 warps: 255
-# registers, 12 bytes spilled a thread, 26,976 warp instructions, which bounds it at 28.5 % of the FFMA
-# peak at full issue; in 8 warps 31,616 (one tile of 64: 40,384 in 8 warps, 19 %). Two 64-unit layers
-# are best in 8 warps (33 %; 4 spill 18 KB a thread), everything else in 4. Tiles of 128 spilled 6.6 KB
-# a thread in 16 warps and 48 KB in 8, so hidden layers wider than 64 take torch's batched pass, whose
-# products are large enough to be efficient there.
+# benchmarks/fused_kernel_compiled.py). A 7-40-40-1 network in 4 warps: 255 registers, none spilled,
+# 22,944 warp instructions, which bounds it at 33.5 % of the FFMA peak at full issue (27,584 in 8
+# warps). Two 64-unit layers are best in 8 warps (40.6 %; 4 spill 21 KB a thread), everything else in 4.
+# Tiles of 128 spilled 6.6 KB a thread in 16 warps and 48 KB in 8, so hidden layers wider than 64 take
+# torch's batched pass, whose products are large enough to be efficient there.
 MAX_PADDED_WIDTH = 64
 _ROWS = 128  # cube inputs per block of a program
 
@@ -69,8 +68,8 @@ def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, 
     words = torch.empty(k, constants["WORDS"], dtype=torch.int64, device=device)
     if k:
         lo, hi = encoding_levels(spec.encoding)
-        cube_kernel[(k,)](words, layers, scales, key % 2**63, key >> 63 & 1, first_net, pairs,
-                          spec.input_dim, lo, hi, **constants, num_warps=warps, enable_fp_fusion=True)
+        cube_kernel[(k,)](words, layers, scales, key % 2**63, key >> 63 & 1, first_net, pairs, lo, hi,
+                          **constants, num_warps=warps, enable_fp_fusion=True)
     return words
 
 
@@ -86,7 +85,7 @@ def launch_constants(spec: NetworkSpec, num_warps: int | None = None) -> tuple[d
     rows = min(_ROWS, max(16, 2**n))
     first, rest = _blocks(max(spec.hidden, default=1))
     pairs = [_padded(-(-layer.rows * layer.cols // 2)) for layer in folded_layers(spec)[0]]
-    constants = {"DEPTH": len(spec.layer_sizes), "IN_PAD": _padded(n), "HA": first, "HB": rest, "ROWS": rows,
+    constants = {"N_IN": n, "DEPTH": len(spec.layer_sizes), "HA": first, "HB": rest, "ROWS": rows,
                  "ROW_WORDS": max(1, rows // 64), "WORDS": -(-2**n // 64),
                  # tiles of each layer's pairs of the stream: the first, the hidden ones', the readout's
                  "IN_PAIRS": pairs[0], "HID_PAIRS": max(pairs[1:-1], default=16), "OUT_PAIRS": pairs[-1],
@@ -110,7 +109,7 @@ def compiled_kernel(spec: NetworkSpec, num_warps: int | None = None, arch: int =
 
     constants, warps = launch_constants(spec, num_warps)
     types = {"words": "*i64", "layers": "*i64", "scales": "*fp32", "key_low": "i64", "key_top": "i64",
-             "first_net": "i64", "pairs": "i64", "n": "i32", "lo": "fp32", "hi": "fp32"}
+             "first_net": "i64", "pairs": "i64", "lo": "fp32", "hi": "fp32"}
     source = ASTSource(cube_kernel, {**types, **dict.fromkeys(constants, "constexpr")},
                        {(cube_kernel.arg_names.index(name),): value for name, value in constants.items()})
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),

@@ -102,6 +102,19 @@ def _weights(numbers, size, cols, fan_in, fan_out, scale, C0: tl.constexpr, CN: 
 
 
 @triton.jit
+def _on_inputs(numbers, size, cols, fan_in, fan_out, scale, index, lo, hi, R0: tl.constexpr, RN: tl.constexpr,
+               N_IN: tl.constexpr):
+    """Units R0 .. R0 + RN - 1 of the first layer on the cube's inputs ``index`` (ROWS,), without biases:
+    one multiply-add per input coordinate, made from the index (coordinate 0 its highest bit, the
+    hypercube's order), instead of a product padded to 16 coordinates."""
+    z = tl.zeros((index.shape[0], RN), tl.float32)
+    for k in tl.static_range(N_IN):
+        x = lo + (hi - lo) * ((index >> (N_IN - 1 - k)) & 1).to(tl.float32)
+        z += x[:, None] * _weights(numbers, size, cols, fan_in, fan_out, scale, k, 1, R0, RN)
+    return z
+
+
+@triton.jit
 def _biases(numbers, size, cols, fan_in, fan_out, scale, R0: tl.constexpr, RN: tl.constexpr,
             BIAS: tl.constexpr):
     """The biases of units R0 .. R0 + RN - 1 (at c = fan_in of their rows), zero outside the layer."""
@@ -127,38 +140,32 @@ def _act(z, ACTIVATION: tl.constexpr):
 
 # a key and a first network differ from call to call: one compiled kernel for all of them
 @triton.jit(do_not_specialize=["key_low", "key_top", "first_net"])
-def cube_kernel(words, layers, scales, key_low, key_top, first_net, pairs, n, lo, hi,
-                 DEPTH: tl.constexpr, IN_PAD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
-                 ROWS: tl.constexpr, ROW_WORDS: tl.constexpr, WORDS: tl.constexpr, IN_PAIRS: tl.constexpr,
-                 HID_PAIRS: tl.constexpr, OUT_PAIRS: tl.constexpr, GAUSSIAN: tl.constexpr,
-                 BIAS: tl.constexpr, ACTIVATION: tl.constexpr):
-    """One network (program) on all 2^n inputs, ROWS at a time; its truth table to ``words``."""
+def cube_kernel(words, layers, scales, key_low, key_top, first_net, pairs, lo, hi,
+                N_IN: tl.constexpr, DEPTH: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
+                ROWS: tl.constexpr, ROW_WORDS: tl.constexpr, WORDS: tl.constexpr, IN_PAIRS: tl.constexpr,
+                HID_PAIRS: tl.constexpr, OUT_PAIRS: tl.constexpr, GAUSSIAN: tl.constexpr,
+                BIAS: tl.constexpr, ACTIVATION: tl.constexpr):
+    """One network (program) on all 2^N_IN inputs, ROWS at a time; its truth table to ``words``."""
     net = tl.program_id(0).to(tl.int64)
     key = tl.cast(key_low, tl.uint64) | (tl.cast(key_top, tl.uint64) << 63)
     net_first = (tl.cast(first_net, tl.int64) + net) * pairs
-    coord = tl.arange(0, IN_PAD)[None, :]
-    for start in range(0, 1 << n, ROWS):
+    for start in range(0, 1 << N_IN, ROWS):
         index = start + tl.arange(0, ROWS)
-        shift = tl.where(coord < n, n - 1 - coord, 0)
-        bit = ((index[:, None] >> shift) & 1).to(tl.float32)
-        x = tl.where(coord < n, lo + (hi - lo) * bit, 0.0)  # hypercube's order: coordinate 0 highest
         # hidden units in two blocks of HA and HB (a 40-unit layer in 32 + 16: 2304 products per input in
         # a 40 x 40 layer instead of the 4096 of one 64-wide tile); HB = 0: one block
         if DEPTH == 1:
             numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, 0, OUT_PAIRS, GAUSSIAN)
-            w = _weights(numbers, size, cols, fan_in, fan_out, tl.load(scales), 0, IN_PAD, 0, 1)
-            out = tl.sum(x * tl.reshape(w, (IN_PAD,))[None, :], axis=1) + tl.sum(
+            z = _on_inputs(numbers, size, cols, fan_in, fan_out, tl.load(scales), index, lo, hi, 0, 1, N_IN)
+            out = tl.sum(z, axis=1) + tl.sum(
                 _biases(numbers, size, cols, fan_in, fan_out, tl.load(scales + 1), 0, 1, BIAS), axis=0)
         else:
             numbers, size, cols, fan_in, fan_out = _layer_row(key, net_first, layers, 0, IN_PAIRS, GAUSSIAN)
             w_scale, b_scale = tl.load(scales), tl.load(scales + 1)
-            z_a = tl.dot(x, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, IN_PAD, 0, HA),
-                         input_precision="ieee")  # exact float32 products ("ieee", not TF32)
+            z_a = _on_inputs(numbers, size, cols, fan_in, fan_out, w_scale, index, lo, hi, 0, HA, N_IN)
             h_a = _act(z_a + _biases(numbers, size, cols, fan_in, fan_out, b_scale, 0, HA, BIAS)[None, :],
                        ACTIVATION)
             if HB > 0:
-                z_b = tl.dot(x, _weights(numbers, size, cols, fan_in, fan_out, w_scale, 0, IN_PAD, HA, HB),
-                             input_precision="ieee")
+                z_b = _on_inputs(numbers, size, cols, fan_in, fan_out, w_scale, index, lo, hi, HA, HB, N_IN)
                 z_b += _biases(numbers, size, cols, fan_in, fan_out, b_scale, HA, HB, BIAS)[None, :]
                 h_b = _act(z_b, ACTIVATION)
             for layer in tl.static_range(1, DEPTH - 1):
@@ -190,7 +197,7 @@ def cube_kernel(words, layers, scales, key_low, key_top, first_net, pairs, n, lo
                 out += tl.sum(h_b * w[None, :], axis=1)
         # np.packbits's bit order (first input in a byte's highest bit), bytes little-endian in a word
         place = (8 * ((index % 64) // 8) + 7 - index % 8).to(tl.int64)
-        bits = tl.where((out > 0) & (index < (1 << n)), tl.full((ROWS,), 1, tl.int64) << place, 0)
+        bits = tl.where((out > 0) & (index < (1 << N_IN)), tl.full((ROWS,), 1, tl.int64) << place, 0)
         packed = tl.sum(tl.reshape(bits, (ROW_WORDS, ROWS // ROW_WORDS)), axis=1)
         word = start // 64 + tl.arange(0, ROW_WORDS)
         tl.store(words + net * WORDS + word, packed, mask=word < WORDS)
