@@ -63,7 +63,11 @@ def test_networks_the_kernel_does_not_take_are_named_and_refused():
         fused.cube_words(NetworkSpec(7, (40,), "erf"), 4, 0, "cpu")
 
 
-def test_without_triton_no_network_takes_the_kernel(monkeypatch):
+def test_without_triton_or_with_one_too_old_no_network_takes_the_kernel(monkeypatch):
+    import triton.language as tl
+
+    monkeypatch.delattr(tl, "gather")  # as in Triton 3.2 and before
+    assert "has no tl.gather (3.3 and later have)" in fused.unsupported(NetworkSpec(7, (40, 40)))
     monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
     assert fused.unsupported(NetworkSpec(7, (40, 40))) == "Triton is not installed"
 

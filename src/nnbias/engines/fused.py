@@ -44,6 +44,11 @@ def unsupported(spec: NetworkSpec) -> str | None:
     """Why ``spec`` cannot take the fused kernel (None if it can)."""
     if importlib.util.find_spec("triton") is None:  # CPU installs; torch brings it on a GPU
         return "Triton is not installed"
+    import triton
+    import triton.language as tl
+
+    if not hasattr(tl, "gather"):  # torch before 2.7 brings an older Triton
+        return f"Triton {triton.__version__} has no tl.gather (3.3 and later have)"
     if spec.activation not in FUSED_ACTIVATIONS:
         return f"activation {spec.activation!r} is not one of {', '.join(FUSED_ACTIVATIONS)}"
     if spec.layer_sizes[-1][1] != 1:
