@@ -9,7 +9,7 @@ inputs from their indices, keeps each layer's outputs on the chip and writes onl
 (16 bytes at n = 7). The same key gives the same networks on both devices, so a GPU's counts are the
 CPU's, up to outputs within rounding of zero (the products summed in another order).
 
-Triton's interpreter (``TRITON_INTERPRET=1``, set before the first import of this module) runs the
+Triton's interpreter (``TRITON_INTERPRET=1``, set before ``engines.fused_kernel`` is first imported) runs the
 same kernel on the CPU: how the tests check it where no GPU is lent.
 """
 
