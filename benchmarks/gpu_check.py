@@ -261,11 +261,15 @@ def sampler_speed(device: str, chunk: int, chunks: int) -> str:
     path = ("compiled loop" if device == "cpu" else
             "fused kernel" if fused.unsupported(spec) is None else "torch's forward pass")
     runs = speed(lambda c: sample_chunk(spec, 0, c, chunk, device=device, batch=chunk))
-    if path == "fused kernel":  # which warps per network are fastest (benchmarks/fused_kernel_compiled.py)
-        runs += "; by warps per network: " + ", ".join(
-            f"{warps}: " + speed(lambda c, w=warps: FunctionCounts.from_words(
-                fused.cube_words(spec, chunk, c, device, num_warps=w), 128)).split(",")[0]
-            for warps in (4, 8, 16))
+    if path == "fused kernel":  # the fastest warps and register cap (benchmarks/fused_kernel_compiled.py)
+
+        def tuned(warps: int, cap: int | None) -> str:
+            words = lambda c: fused.cube_words(spec, chunk, c, device, num_warps=warps, max_registers=cap)  # noqa: E731
+            return f"{warps}{f' (<= {cap})' if cap else ''}: " + speed(
+                lambda c: FunctionCounts.from_words(words(c), 128)).split(",")[0]
+
+        runs += "; by warps per network (registers per thread): " + ", ".join(
+            tuned(warps, cap) for warps, cap in ((4, None), (4, 128), (8, None), (16, None)))
     batched = speed(lambda c: generator_counts(spec, chunk, c, device, chunk))
     generator = torch.Generator(device=device).manual_seed(0)
     nets = FoldedNets.draw(spec, chunk, 0, device=device, generator=generator)  # allocates its matrices

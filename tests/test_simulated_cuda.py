@@ -179,6 +179,27 @@ def test_the_fused_sampler_on_a_device_counts_the_cpus_networks_and_sends_back_o
     assert got["streams"] == [True, False], got
 
 
+# gpu_check's speed line on the simulated device, at a tiny size (its matmul peak is not measured there)
+SPEED_LINE = """
+import json, sys
+sys.path.insert(0, "benchmarks")
+import gpu_check
+from simulated_cuda import simulated_cuda
+
+gpu_check.matmul_gflops = lambda device: 1.0
+with simulated_cuda():
+    print(json.dumps(gpu_check.sampler_speed("cuda", 16, 1)))
+"""
+
+
+def test_the_gpu_checks_speed_line_times_every_setting_of_the_fused_kernel():
+    """The line a GPU session reads to pick the kernel's warps and register cap: every setting runs."""
+    line = _simulated(SPEED_LINE)
+    assert "fused kernel: " in line and "torch's forward pass: " in line, line
+    for setting in ("4: ", "4 (<= 128): ", "8: ", "16: "):
+        assert setting in line, (setting, line)
+
+
 # training on the simulated device that reads "any network still training?" every step and every
 # CHECK_STEPS steps, until networks stop at 100 % training accuracy at different epochs
 STOPPING = """

@@ -59,13 +59,16 @@ def unsupported(spec: NetworkSpec) -> str | None:
 
 
 def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, first_net: int = 0,
-               num_warps: int | None = None) -> torch.Tensor:
+               num_warps: int | None = None, max_registers: int | None = None) -> torch.Tensor:
     """Truth tables (k, ceil(2^n / 64)) int64 of networks first_net .. first_net + k - 1 of the counter
     stream ``key`` (those of ``sampler.truth_tables``) on all 2^n inputs, on ``device``: each row the
     bytes of ``np.packbits`` of the network's signs, padded to whole 8-byte words (what
     ``FunctionCounts.from_words`` counts). ``num_warps``: the kernel's warps per network (default:
-    those of the fewest instructions, above). Multiplies and adds fuse, as in the CPU's compiled
-    stream (and as Triton's default, which 3.10 changes)."""
+    those of the fewest instructions, above); ``max_registers``: a cap per thread (ptxas spills the
+    rest), which lets more networks share an SM (at 128, four programs of 4 warps instead of two: 656
+    bytes spilled a thread and 24,928 warp instructions for 7-40-40-1, against none and 22,944; which
+    is faster, only a GPU can say). Multiplies and adds fuse, as in the CPU's compiled stream (and as
+    Triton's default, which 3.10 changes)."""
     from nnbias.engines.fused_kernel import cube_kernel
 
     layers, scales, pairs = _layer_tables(spec, torch.device(device))
@@ -74,7 +77,8 @@ def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, 
     if k:
         lo, hi = encoding_levels(spec.encoding)
         cube_kernel[(k,)](words, layers, scales, key % 2**63, key >> 63 & 1, first_net, pairs, lo, hi,
-                          **constants, num_warps=warps, enable_fp_fusion=True)
+                          **constants, num_warps=warps, enable_fp_fusion=True,
+                          **({"maxnreg": max_registers} if max_registers else {}))
     return words
 
 
