@@ -29,7 +29,15 @@ from nnbias.engines import fused  # noqa: E402
 from nnbias.engines.empirical import ntk_of_function  # noqa: E402
 from nnbias.engines.ensemble import sample_ensemble  # noqa: E402
 from nnbias.engines.kernels import KernelFn  # noqa: E402
-from nnbias.engines.sampler import FoldedNets, FunctionCounts, generator_counts, sample_chunk  # noqa: E402
+from nnbias.engines.sampler import (  # noqa: E402
+    FUSED_KERNEL,
+    TORCH_PASS,
+    FoldedNets,
+    FunctionCounts,
+    generator_counts,
+    sample_chunk,
+    sampler_path,
+)
 from nnbias.engines.serial import SerialKernelFn, SerialNets, network_fn, sample_serial  # noqa: E402
 from nnbias.engines.training import TrainConfig, train  # noqa: E402
 from nnbias.layers import LayeredSpec  # noqa: E402
@@ -252,25 +260,26 @@ def sampler_speed(device: str, chunk: int, chunks: int) -> str:
     peak = matmul_gflops(device)
     flops = 2 * 128 * sum(i * o for i, o in spec.layer_sizes)
 
-    def speed(sample) -> str:
+    def rate(sample) -> float:
         sample(0)  # compiles, allocates
-        rate = chunk * chunks / timed(lambda: [sample(c) for c in range(chunks)])[1]
-        gflops = rate * flops / 1e9
-        return f"{rate:,.0f} nets/s, {gflops:,.0f} GFLOP/s: {gflops / peak:.1%} of peak"
+        return chunk * chunks / timed(lambda: [sample(c) for c in range(chunks)])[1]
 
-    path = ("compiled loop" if device == "cpu" else
-            "fused kernel" if fused.unsupported(spec) is None else "torch's forward pass")
-    runs = speed(lambda c: sample_chunk(spec, 0, c, chunk, device=device, batch=chunk))
-    if path == "fused kernel":  # the fastest warps and register cap (benchmarks/fused_kernel_compiled.py)
+    def share(nets_per_s: float) -> str:
+        gflops = nets_per_s * flops / 1e9
+        return f"{nets_per_s:,.0f} nets/s, {gflops:,.0f} GFLOP/s: {gflops / peak:.1%} of peak"
+
+    path = sampler_path(spec, device)
+    runs = share(rate(lambda c: sample_chunk(spec, 0, c, chunk, device=device, batch=chunk)))
+    if path == FUSED_KERNEL:  # the fastest warps and register cap (benchmarks/fused_kernel_compiled.py)
 
         def tuned(warps: int, cap: int | None) -> str:
             words = lambda c: fused.cube_words(spec, chunk, c, device, num_warps=warps, max_registers=cap)  # noqa: E731
-            return f"{warps}{f' (<= {cap})' if cap else ''}: " + speed(
-                lambda c: FunctionCounts.from_words(words(c), 128)).split(",")[0]
+            nets_per_s = rate(lambda c: FunctionCounts.from_words(words(c), 128))
+            return f"{warps}{f' (<= {cap})' if cap else ''}: {nets_per_s:,.0f} nets/s"
 
         runs += "; by warps per network (registers per thread): " + ", ".join(
             tuned(warps, cap) for warps, cap in ((4, None), (4, 128), (8, None), (16, None)))
-    batched = speed(lambda c: generator_counts(spec, chunk, c, device, chunk))
+    batched = share(rate(lambda c: generator_counts(spec, chunk, c, device, chunk)))
     generator = torch.Generator(device=device).manual_seed(0)
     nets = FoldedNets.draw(spec, chunk, 0, device=device, generator=generator)  # allocates its matrices
     signs = nets.cube_signs().clone()  # allocates the forward pass's buffers, kept for the timed one
@@ -280,7 +289,7 @@ def sampler_speed(device: str, chunk: int, chunks: int) -> str:
              "count": timed(lambda: FunctionCounts.from_signs(signs))[1]}
     total = sum(split.values())
     return (f"sampler on {device} in chunks of {chunk}, float32 matmul measured here {peak:,.0f} GFLOP/s; "
-            f"{path}: {runs}; torch's forward pass: {batched}, one chunk's time: "
+            f"{path}: {runs}; {TORCH_PASS}: {batched}, one chunk's time: "
             + ", ".join(f"{name} {t / total:.0%}" for name, t in split.items()))
 
 

@@ -36,7 +36,7 @@ from nnbias.tasks.boolean import encoding_levels
 # warps). Two 64-unit layers are best in 8 warps (40.6 %; 4 spill 21 KB a thread), everything else in 4.
 # Tiles of 128 spilled 6.6 KB a thread in 16 warps and 48 KB in 8, so hidden layers wider than 64 take
 # torch's batched pass, whose products are large enough to be efficient there.
-MAX_PADDED_WIDTH = 64
+MAX_WIDTH = 64
 _ROWS = 128  # cube inputs per block of a program
 
 
@@ -53,8 +53,8 @@ def unsupported(spec: NetworkSpec) -> str | None:
         return f"activation {spec.activation!r} is not one of {', '.join(FUSED_ACTIVATIONS)}"
     if spec.layer_sizes[-1][1] != 1:
         return "the readout has more than one unit"
-    if spec.hidden and _padded(max(spec.hidden)) > MAX_PADDED_WIDTH:
-        return f"a hidden layer is wider than {MAX_PADDED_WIDTH}"
+    if max(spec.hidden, default=0) > MAX_WIDTH:
+        return f"a hidden layer is wider than {MAX_WIDTH}"
     return None
 
 
@@ -71,8 +71,8 @@ def cube_words(spec: NetworkSpec, k: int, key: int, device: str | torch.device, 
     Triton's default, which 3.10 changes)."""
     from nnbias.engines.fused_kernel import cube_kernel
 
+    constants, warps = launch_constants(spec, num_warps)  # refuses a network the kernel does not take
     layers, scales, pairs = _layer_tables(spec, torch.device(device))
-    constants, warps = launch_constants(spec, num_warps)
     words = torch.empty(k, constants["WORDS"], dtype=torch.int64, device=device)
     if k:
         lo, hi = encoding_levels(spec.encoding)

@@ -289,14 +289,27 @@ def generator_counts(spec: NetworkSpec, k: int, key: int, device: str, batch: in
     return FunctionCounts.from_signs(torch.cat(signs))
 
 
+COMPILED_LOOP, FUSED_KERNEL, TORCH_PASS = "compiled loop", "fused kernel", "torch's forward pass"
+
+
+def sampler_path(spec: NetworkSpec, device: str) -> str:
+    """The path ``sample_chunk`` takes for ``spec`` on ``device``: the compiled loop on the CPU; on a GPU
+    ``engines.fused``'s kernel, or torch's forward pass for networks the kernel does not take (the only
+    path whose networks are not the counter stream's)."""
+    if device == "cpu":
+        return COMPILED_LOOP
+    return FUSED_KERNEL if fused.unsupported(spec) is None else TORCH_PASS
+
+
 def sample_chunk(spec: NetworkSpec, seed: int, chunk: int, size: int,
                  device: str = "cpu", batch: int = DEFAULT_BATCH) -> FunctionCounts:
-    """Counts of the functions computed by chunk ``chunk`` (``size`` networks) of a run: the counter
-    stream and compiled loop on the CPU; on a GPU the same stream in ``engines.fused``'s kernel (the
-    same networks), or ``generator_counts`` for networks the kernel does not take."""
+    """Counts of the functions computed by chunk ``chunk`` (``size`` networks) of a run, by
+    ``sampler_path``: the counter stream and compiled loop on the CPU; on a GPU the same stream in
+    ``engines.fused``'s kernel (the same networks), or ``generator_counts``."""
     key = chunk_seed(seed, chunk)
-    if device == "cpu":
+    path = sampler_path(spec, device)
+    if path == COMPILED_LOOP:
         return FunctionCounts.from_packed(truth_tables(spec, size, key, batch))
-    if fused.unsupported(spec) is None:
+    if path == FUSED_KERNEL:
         return FunctionCounts.from_words(fused.cube_words(spec, size, key, device), 2**spec.input_dim)
     return generator_counts(spec, size, key, device, batch)

@@ -12,10 +12,16 @@ from typing import Any
 
 import torch
 
-from nnbias.engines import fused
 from nnbias.engines.memory import check_fits
 from nnbias.engines.rng import STREAM
-from nnbias.engines.sampler import DEFAULT_BATCH, FunctionCounts, sample_chunk
+from nnbias.engines.sampler import (
+    DEFAULT_BATCH,
+    FUSED_KERNEL,
+    TORCH_PASS,
+    FunctionCounts,
+    sample_chunk,
+    sampler_path,
+)
 from nnbias.errors import NNBiasError, check_device, check_int, check_seed
 from nnbias.executor import LocalExecutor, chunk_count, chunk_length, run_chunks
 from nnbias.spec import NetworkSpec
@@ -53,7 +59,7 @@ class SamplingConfig:
         check_device(self.device)
         # one batch of networks must fit before a run is written: on a GPU's torch path also their outputs
         # on every input, which the compiled CPU loop never holds; the fused kernel holds a chunk's tables
-        if self.device != "cpu" and fused.unsupported(self.spec) is None:
+        if sampler_path(self.spec, self.device) == FUSED_KERNEL:
             k, per_net = min(self.chunk_size, self.samples), 2 * -(-2**self.spec.input_dim // 64)
         else:
             k = min(self.batch, self.chunk_size, self.samples)
@@ -75,10 +81,10 @@ class SamplingConfig:
         # networks without the fused kernel take torch's normal_ on a GPU, which fills in blocks, so
         # how draws map to networks depends on the batch size there, and that stream is not the CPU's:
         # all are part of what a run is.
-        counter = self.device == "cpu" or fused.unsupported(self.spec) is None
+        torch_pass = sampler_path(self.spec, self.device) == TORCH_PASS
         return {"spec": self.spec.to_dict(), "samples": self.samples, "seed": self.seed,
                 "chunk_size": self.chunk_size, "batch": self.batch, "device": self.device,
-                "stream": STREAM if counter else "torch"}
+                "stream": "torch" if torch_pass else STREAM}
 
 
 def _chunk_task(config: SamplingConfig, chunk: int) -> FunctionCounts:
